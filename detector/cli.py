@@ -1,0 +1,418 @@
+"""`python -m detector`: analyse clips, extract faces, train and evaluate without the site."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("detector")
+
+
+class _Bar:
+    """A tqdm bar on a terminal; plain log lines otherwise."""
+
+    def __init__(self, desc: str, total: int = 100) -> None:
+        self.tty = sys.stderr.isatty()
+        self.desc = desc
+        self.last_line = -1
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="%", leave=True)
+
+    def update(self, stage: str, fraction: float) -> None:
+        pct = int(fraction * 100)
+        if self.bar is not None:
+            self.bar.set_postfix_str(stage)
+            self.bar.update(pct - self.bar.n)
+        elif pct // 25 != self.last_line:
+            self.last_line = pct // 25
+            print(f"{self.desc}: {stage} {pct}%", file=sys.stderr, flush=True)
+
+    def count(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"{self.desc}: {done}/{total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from detector.errors import DetectorError
+    from detector.faces import FaceDetector
+    from detector.model import ModelBundle
+    from detector.pipeline import Options, analyse_video
+
+    if args.report and len(args.videos) > 1:
+        print("--report takes one input; use --report-dir for several", file=sys.stderr)
+        return 2
+    if args.video and len(args.videos) > 1:
+        print("--video takes one input; use --video-dir for several", file=sys.stderr)
+        return 2
+    t = time.perf_counter()
+    try:
+        bundle = ModelBundle.load(args.model)
+    except DetectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bundle.warm_up()
+    print(
+        f"model {bundle.meta.name} {bundle.meta.version} loaded in {time.perf_counter() - t:.1f}s",
+        file=sys.stderr,
+    )
+    options = Options(frames=args.frames, detector=args.detector)
+    face_detector = FaceDetector(args.detector)
+    failures = 0
+    for d in (args.report_dir, args.video_dir):
+        if d:
+            Path(d).mkdir(parents=True, exist_ok=True)
+    for video in args.videos:
+        stem = Path(video).stem
+        out_video = None
+        if not args.no_video:
+            if args.video:
+                out_video = Path(args.video)
+            elif args.video_dir:
+                out_video = Path(args.video_dir) / f"{stem}.annotated.mp4"
+        bar = _Bar(Path(video).name)
+        try:
+            report = analyse_video(video, bundle, options, bar.update, out_video, face_detector)
+        except DetectorError as exc:
+            bar.close()
+            failures += 1
+            print(f"{video}: failed ({exc.code}): {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the batch
+            bar.close()
+            failures += 1
+            print(f"{video}: failed (internal error): {exc!r}", file=sys.stderr)
+            continue
+        bar.close()
+        data = json.dumps(report.to_dict(), indent=2)
+        if args.report:
+            Path(args.report).write_text(data)
+        elif args.report_dir:
+            (Path(args.report_dir) / f"{stem}.json").write_text(data)
+        else:
+            print(data)
+        v = report.verdict
+        print(
+            f"{video}: {v.label} (p_fake={v.fake_probability:.3f}, {len(report.tracks)} face track(s), "
+            f"{report.timings['total']:.1f}s)",
+            file=sys.stderr,
+        )
+    return 1 if failures else 0
+
+
+def _items(args: argparse.Namespace):
+    from detector import training
+
+    items = []
+    for spec in args.faces or []:
+        items += training.folder_items(spec)
+    for spec in args.ffpp or []:
+        items += training.ffpp_items(spec, args.compression)
+    for spec in args.csv or []:
+        items += training.csv_items(spec)
+    if not items:
+        raise SystemExit("give at least one source: --faces DIR, --ffpp DIR or --csv FILE")
+    return items
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from detector import training
+
+    items = _items(args)
+    bar = _Bar("extract", len(items))
+    faces = training.extract_faces(
+        items, args.size, args.frames_per_video, progress=bar.count, detect_images=not args.aligned
+    )
+    bar.close()
+    faces.save(args.out)
+    print(
+        f"{len(faces)} faces ({int(faces.y.sum())} fake) from {len(items)} files -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from detector import training
+
+    data = training.FaceSet.concat([training.FaceSet.load(p) for p in args.data])
+    split = np.array(
+        [
+            training.split_of(g, args.seed, args.val_fraction, args.test_fraction)
+            for g in data.groups
+        ]
+    )
+    tr, va, te = (data.subset(split == s) for s in ("train", "val", "test"))
+    print(
+        f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by video)",
+        file=sys.stderr,
+    )
+    cfg = training.TrainConfig(
+        input_size=data.x.shape[1],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        seed=args.seed,
+        steps_per_epoch=args.steps_per_epoch,
+        init_weights=args.init_weights,
+        fine_tune_from=args.fine_tune_from,
+        augment=not args.no_augment,
+    )
+    bar = _Bar("train", args.epochs)
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        bar.count(epoch, args.epochs)
+        print(" ".join(f"{k}={v:.4f}" for k, v in logs.items()), file=sys.stderr)
+
+    bundle, history = training.train(
+        tr, va, cfg, args.work_dir, on_epoch, name=args.name, version=args.version
+    )
+    bar.close()
+    if len(te):
+        scores = bundle.predict(te.x)
+        bundle.meta.metrics["test"] = training.evaluate_scores(te, scores, bundle.meta.threshold)
+        training.save_curves(history, (te.y, scores), Path(args.out) / "curves")
+    else:
+        training.save_curves(history, None, Path(args.out) / "curves")
+    bundle.save(args.out)
+    print(_table(bundle.meta.metrics), file=sys.stderr)
+    print(f"bundle written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from detector import training
+    from detector.model import ModelBundle
+
+    bundle = ModelBundle.load(args.model)
+    if args.data:
+        data = training.FaceSet.concat([training.FaceSet.load(p) for p in args.data])
+    else:
+        items = _items(args)
+        bar = _Bar("extract", len(items))
+        data = training.extract_faces(
+            items,
+            bundle.input_size,
+            args.frames_per_video,
+            progress=bar.count,
+            detect_images=not args.aligned,
+        )
+        bar.close()
+    if data.x.shape[1] != bundle.input_size:
+        import cv2
+        import numpy as np
+
+        data.x = np.stack([cv2.resize(x, (bundle.input_size,) * 2) for x in data.x])
+    scores = bundle.predict(data.x)
+    threshold = args.threshold if args.threshold is not None else bundle.meta.threshold
+    result = training.evaluate_scores(data, scores, threshold)
+    print(_table({"evaluation": result}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _table(metrics: dict) -> str:
+    rows = [
+        f"{'set':32} {'n':>6} {'acc':>6} {'bal':>6} {'prec':>6} {'rec':>6} {'f1':>6} {'auc':>6}"
+    ]
+
+    def row(name: str, m: dict) -> None:
+        auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  -  "
+        rows.append(
+            f"{name:32} {m['n']:>6} {m['accuracy']:.3f} {m['balanced_accuracy']:.3f} {m['precision']:.3f} "
+            f"{m['recall']:.3f} {m['f1']:.3f} {auc:>6}"
+        )
+
+    for set_name, m in metrics.items():
+        if not isinstance(m, dict) or "frame" not in m:
+            continue
+        row(f"{set_name} (frames)", m["frame"])
+        if "video" in m:
+            row(f"{set_name} (videos)", m["video"])
+        for src, sm in m.get("per_source", {}).items():
+            row(f"  {src}", sm)
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m detector", description="Verity's deepfake face detector."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", aliases=["analyse"], help="analyse one or more clips")
+    a.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="clips to analyse (anything ffmpeg reads)"
+    )
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--report", metavar="FILE", help="write the JSON report here (one input)")
+    g.add_argument("--report-dir", metavar="DIR", help="write <input stem>.json per clip here")
+    v = a.add_mutually_exclusive_group()
+    v.add_argument("--video", metavar="FILE", help="write the annotated MP4 here (one input)")
+    v.add_argument(
+        "--video-dir", metavar="DIR", help="write <input stem>.annotated.mp4 per clip here"
+    )
+    v.add_argument("--no-video", action="store_true", help="do not render an annotated video")
+    a.add_argument(
+        "--frames", type=int, default=32, metavar="N", help="frames sampled per clip (default 32)"
+    )
+    a.add_argument(
+        "--model", metavar="BUNDLE_DIR", help="model bundle directory (default: models/default)"
+    )
+    a.add_argument(
+        "--detector",
+        choices=["hog", "cnn"],
+        default="hog",
+        help="dlib HOG (fast) or MMOD CNN (accurate, slow)",
+    )
+    a.set_defaults(func=_analyze)
+
+    def sources(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--faces",
+            action="append",
+            metavar="DIR",
+            help="folder with real/ and fake/ subfolders (repeatable)",
+        )
+        sp.add_argument(
+            "--ffpp",
+            action="append",
+            metavar="DIR",
+            help="FaceForensics++ root directory (repeatable)",
+        )
+        sp.add_argument(
+            "--csv", action="append", metavar="FILE", help="CSV of path,label rows (repeatable)"
+        )
+        sp.add_argument(
+            "--compression",
+            default="c40",
+            help="FaceForensics++ compression folder: raw, c23 or c40 (default c40)",
+        )
+        sp.add_argument(
+            "--frames-per-video",
+            type=int,
+            default=50,
+            metavar="N",
+            help="faces cropped per clip (default 50)",
+        )
+        sp.add_argument(
+            "--aligned",
+            action="store_true",
+            help="images are face crops already: do not run face detection on them",
+        )
+
+    e = sub.add_parser("extract-faces", help="crop faces from sources into a .npz dataset")
+    sources(e)
+    e.add_argument(
+        "--size",
+        type=int,
+        default=160,
+        help="crop size in pixels, the network input size (default 160)",
+    )
+    e.add_argument(
+        "--out", required=True, metavar="FILE.npz", help="where to write the face dataset"
+    )
+    e.set_defaults(func=_extract)
+
+    t = sub.add_parser("train", help="train an Xception bundle from extracted faces")
+    t.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="FILE.npz",
+        help="face datasets from extract-faces (repeatable)",
+    )
+    t.add_argument(
+        "--out", required=True, metavar="BUNDLE_DIR", help="where to write the model bundle"
+    )
+    t.add_argument(
+        "--work-dir",
+        default="var/training/run",
+        help="checkpoints, TensorBoard logs; rerun to resume (default var/training/run)",
+    )
+    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
+    t.add_argument("--batch-size", type=int, default=16, help="fixed batch size (default 16)")
+    t.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)"
+    )
+    t.add_argument(
+        "--patience", type=int, default=3, help="early stopping patience in epochs (default 3)"
+    )
+    t.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="cap on batches per epoch (default: the whole set)",
+    )
+    t.add_argument(
+        "--seed", type=int, default=1337, help="seed for splits, shuffling and initialisation"
+    )
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="share of videos for validation (default 0.15)",
+    )
+    t.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.15,
+        help="share of videos held out for test (default 0.15)",
+    )
+    t.add_argument(
+        "--init-weights",
+        metavar="FILE",
+        help="local ImageNet Xception (notop) weights; nothing is downloaded",
+    )
+    t.add_argument(
+        "--fine-tune-from", metavar="BUNDLE_DIR", help="start from this bundle's weights"
+    )
+    t.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    t.add_argument("--name", default="verity-xception", help="model name stored in the bundle")
+    t.add_argument(
+        "--version", default=None, help="version stored in the bundle (default: a timestamp)"
+    )
+    t.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="evaluate a bundle on any source and print the metrics table"
+    )
+    sources(ev)
+    ev.add_argument(
+        "--data",
+        action="append",
+        metavar="FILE.npz",
+        help="face datasets from extract-faces instead of sources",
+    )
+    ev.add_argument(
+        "--model", metavar="BUNDLE_DIR", help="model bundle directory (default: models/default)"
+    )
+    ev.add_argument(
+        "--threshold", type=float, default=None, help="override the bundle's decision threshold"
+    )
+    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    ev.set_defaults(func=_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,186 @@
+"""The model bundle: Xception weights plus the metadata needed to use them.
+
+A bundle is a directory with `meta.json` and `weights.npz`. The pipeline refuses
+a bundle whose metadata it does not understand rather than guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.errors import BundleMismatch
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+BUNDLE_FORMAT = "verity-bundle/1"
+SUPPORTED_ARCHITECTURES = ("xception",)
+SUPPORTED_PREPROCESSING = ("xception",)
+CLASS_ORDER = ["real", "fake"]
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+@dataclass
+class BundleMeta:
+    name: str
+    version: str
+    input_size: int
+    threshold: float = 0.5
+    uncertain_margin: float = 0.1
+    architecture: str = "xception"
+    preprocessing: str = "xception"
+    class_order: list[str] = field(default_factory=lambda: list(CLASS_ORDER))
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    parent: str | None = None
+    created: str = ""
+    weights_dtype: str = "float16"
+    training: dict[str, Any] = field(default_factory=dict)
+    format: str = BUNDLE_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BundleMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise BundleMismatch(f"meta.json is missing required fields: {exc}") from exc
+
+    def validate(self) -> None:
+        problems = []
+        if self.format != BUNDLE_FORMAT:
+            problems.append(f"format is {self.format!r}, expected {BUNDLE_FORMAT!r}")
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            problems.append(f"architecture {self.architecture!r} is not supported")
+        if self.preprocessing not in SUPPORTED_PREPROCESSING:
+            problems.append(f"preprocessing {self.preprocessing!r} is not supported")
+        if list(self.class_order) != CLASS_ORDER:
+            problems.append(f"class order {self.class_order} must be {CLASS_ORDER}")
+        if not (32 <= int(self.input_size) <= 1024):
+            problems.append(f"input size {self.input_size} is out of range")
+        if not (0.0 < float(self.threshold) < 1.0):
+            problems.append(f"threshold {self.threshold} must be between 0 and 1")
+        if problems:
+            raise BundleMismatch(
+                "This model bundle does not match the pipeline: " + "; ".join(problems)
+            )
+
+
+def build_xception(input_size: int, init_weights: str | None = None):
+    """keras.applications.Xception with a 2-way softmax head (real, fake).
+
+    Never downloads: `init_weights` is an optional local ImageNet (notop) file.
+    """
+    import keras
+
+    base = keras.applications.Xception(
+        include_top=False,
+        weights=None,
+        input_shape=(input_size, input_size, 3),
+        pooling="avg",
+    )
+    if init_weights:
+        base.load_weights(init_weights, skip_mismatch=True)
+    x = keras.layers.Dropout(0.3, name="head_dropout")(base.output)
+    out = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    return keras.Model(base.input, out, name="verity_xception")
+
+
+def preprocess(crops: np.ndarray) -> np.ndarray:
+    """Xception's preprocess_input: RGB uint8 -> float32 in [-1, 1]."""
+    from keras.applications.xception import preprocess_input
+
+    return preprocess_input(crops.astype("float32"))
+
+
+class ModelBundle:
+    """A loaded classifier. Load once per process; `predict` is thread-compatible."""
+
+    def __init__(self, meta: BundleMeta, model, path: Path | None = None, batch_size: int = 16):
+        self.meta = meta
+        self.model = model
+        self.path = path
+        self.batch_size = batch_size
+        self._fn = None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.meta.input_size)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, batch_size: int = 16) -> ModelBundle:
+        path = Path(path) if path else DEFAULT_BUNDLE
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            raise BundleMismatch(f"No meta.json in {path}: this is not a Verity model bundle.")
+        try:
+            meta = BundleMeta.from_dict(json.loads(meta_file.read_text()))
+        except json.JSONDecodeError as exc:
+            raise BundleMismatch(f"meta.json in {path} is not valid JSON: {exc}") from exc
+        meta.validate()
+        model = build_xception(int(meta.input_size))
+        weights_file = path / "weights.npz"
+        if not weights_file.exists():
+            raise BundleMismatch(f"No weights.npz in {path}.")
+        with np.load(weights_file) as data:
+            arrays = [data[f"w{i}"].astype("float32") for i in range(len(data.files))]
+        expected = model.get_weights()
+        if len(arrays) != len(expected) or any(
+            a.shape != e.shape for a, e in zip(arrays, expected, strict=True)
+        ):
+            raise BundleMismatch(
+                f"The weights in {path} do not fit an Xception at {meta.input_size} px."
+            )
+        model.set_weights(arrays)
+        return cls(meta, model, path, batch_size)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        dtype = self.meta.weights_dtype
+        weights = {f"w{i}": w.astype(dtype) for i, w in enumerate(self.model.get_weights())}
+        np.savez_compressed(path / "weights.npz", **weights)
+        (path / "meta.json").write_text(json.dumps(self.meta.to_dict(), indent=2) + "\n")
+        self.path = path
+        return path
+
+    def _compiled(self):
+        if self._fn is None:
+            import tensorflow as tf
+
+            s = self.input_size
+            spec = tf.TensorSpec([self.batch_size, s, s, 3], tf.float32)
+            model = self.model
+            # One fixed input signature: Keras would otherwise retrace per batch shape.
+            self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return self._fn
+
+    def warm_up(self) -> None:
+        self.predict(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Fake probability for each RGB uint8 crop of shape (n, s, s, 3)."""
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0,), np.float32)
+        fn = self._compiled()
+        x = preprocess(crops)
+        out = np.empty((n,), np.float32)
+        b = self.batch_size
+        for start in range(0, n, b):
+            chunk = x[start : start + b]
+            m = len(chunk)
+            if m < b:
+                chunk = np.concatenate([chunk, np.zeros((b - m, *chunk.shape[1:]), np.float32)])
+            probs = fn(chunk).numpy()
+            out[start : start + m] = probs[:m, CLASS_ORDER.index("fake")]
+        return out

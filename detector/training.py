@@ -1,0 +1,506 @@
+"""Datasets, face extraction, training and evaluation for the Xception classifier.
+
+Everything here works on plain arrays and folders: no database, no web app.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detector.faces import FaceDetector, square_crop
+from detector.metrics import binary_metrics, choose_threshold
+from detector.model import BundleMeta, ModelBundle, build_xception
+from detector.video import probe, sample_frames
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
+VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
+FFPP_METHODS = (
+    "Deepfakes",
+    "Face2Face",
+    "FaceSwap",
+    "NeuralTextures",
+    "FaceShifter",
+    "DeepFakeDetection",
+)
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Item:
+    path: str
+    label: int  # 0 real, 1 fake
+    source: str  # e.g. "faces:mesonet" or "ffpp:Deepfakes"
+    group: str  # items of one group (one video) never straddle splits
+    kind: str = "image"  # image | video
+
+
+@dataclass
+class FaceSet:
+    x: np.ndarray  # (n, s, s, 3) uint8
+    y: np.ndarray  # (n,) int
+    sources: np.ndarray  # (n,) str
+    groups: np.ndarray  # (n,) str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, mask: np.ndarray) -> FaceSet:
+        return FaceSet(self.x[mask], self.y[mask], self.sources[mask], self.groups[mask])
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, x=self.x, y=self.y, sources=self.sources, groups=self.groups)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceSet:
+        with np.load(path, allow_pickle=False) as d:
+            return cls(d["x"], d["y"], d["sources"], d["groups"])
+
+    @classmethod
+    def concat(cls, sets: list[FaceSet]) -> FaceSet:
+        sets = [s for s in sets if len(s)]
+        if not sets:
+            raise ValueError("no faces in any source")
+        return cls(
+            *(
+                np.concatenate([getattr(s, a) for s in sets])
+                for a in ("x", "y", "sources", "groups")
+            )
+        )
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for g, y in sorted(zip(self.groups.tolist(), self.y.tolist(), strict=True)):
+            h.update(f"{g}:{y};".encode())
+        return h.hexdigest()[:16]
+
+
+# ---- sources ---------------------------------------------------------------------------
+
+
+def folder_items(root: str | Path, name: str | None = None) -> list[Item]:
+    """A folder with `real/` and `fake/` subfolders of images (or clips)."""
+    root = Path(root)
+    name = name or root.name
+    items = []
+    for label_name, label in (("real", 0), ("fake", 1)):
+        d = root / label_name
+        if not d.is_dir():
+            continue
+        for p in sorted(d.rglob("*")):
+            ext = p.suffix.lower()
+            if ext in IMAGE_EXTS:
+                items.append(Item(str(p), label, f"faces:{name}", f"{name}/{p.stem}"))
+            elif ext in VIDEO_EXTS:
+                items.append(Item(str(p), label, f"clips:{name}", f"{name}/{p.stem}", "video"))
+    if not items:
+        raise ValueError(f"{root} has no images under real/ or fake/")
+    return items
+
+
+def ffpp_items(root: str | Path, compression: str = "c40") -> list[Item]:
+    """The FaceForensics++ layout. A manipulated clip `A_B` shares group `A` with its
+    original `A`, so both land in the same split: no identity leaks across splits."""
+    root = Path(root)
+    items = []
+    orig = root / "original_sequences" / "youtube" / compression / "videos"
+    for p in sorted(orig.glob("*.mp4")):
+        items.append(Item(str(p), 0, "ffpp:original", f"ffpp/{p.stem}", "video"))
+    for method in FFPP_METHODS:
+        d = root / "manipulated_sequences" / method / compression / "videos"
+        for p in sorted(d.glob("*.mp4")):
+            target = p.stem.split("_")[0]
+            items.append(Item(str(p), 1, f"ffpp:{method}", f"ffpp/{target}", "video"))
+    if not items:
+        raise ValueError(
+            f"{root} is not in the FaceForensics++ layout (no videos under original_sequences/ or manipulated_sequences/)"
+        )
+    return items
+
+
+def csv_items(csv_path: str | Path) -> list[Item]:
+    """A CSV of `path,label` rows (label real/fake or 0/1); relative paths are relative to the CSV."""
+    csv_path = Path(csv_path)
+    items = []
+    with open(csv_path, newline="") as fh:
+        for row in csv.reader(fh):
+            if not row or row[0].strip().lower() == "path":
+                continue
+            p = Path(row[0].strip())
+            if not p.is_absolute():
+                p = csv_path.parent / p
+            lab = row[1].strip().lower()
+            label = 1 if lab in ("fake", "1") else 0 if lab in ("real", "0") else None
+            if label is None:
+                raise ValueError(f"{csv_path}: label {row[1]!r} must be real/fake or 0/1")
+            kind = "video" if p.suffix.lower() in VIDEO_EXTS else "image"
+            items.append(Item(str(p), label, f"csv:{csv_path.stem}", f"csv/{p.stem}", kind))
+    return items
+
+
+def split_of(group: str, seed: int = 0, val: float = 0.15, test: float = 0.15) -> str:
+    """Deterministic split by group hash: the same group always lands in one split."""
+    h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if h < test:
+        return "test"
+    if h < test + val:
+        return "val"
+    return "train"
+
+
+# ---- face extraction -------------------------------------------------------------------
+
+
+def _largest_face_crop(
+    img: np.ndarray, detector: FaceDetector, size: int, fallback: bool
+) -> np.ndarray | None:
+    boxes = detector.detect(img)
+    if boxes:
+        box = max(boxes, key=lambda b: b.width * b.height)
+        return square_crop(img, box, size)
+    if not fallback:
+        return None
+    # Face datasets ship tight crops that HOG often misses: use the centre square.
+    h, w = img.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    return cv2.resize(img[y0 : y0 + s, x0 : x0 + s], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def read_image(path: str) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"unreadable image: {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def extract_faces(
+    items: Iterable[Item],
+    size: int,
+    frames_per_video: int = 50,
+    detector: FaceDetector | None = None,
+    progress: Progress | None = None,
+    detect_images: bool = True,
+) -> FaceSet:
+    """Crop one face per image and up to `frames_per_video` faces per clip.
+
+    `detect_images=False` treats images as face crops already (aligned face datasets).
+    """
+    items = list(items)
+    detector = detector or FaceDetector("hog", max_side=640)
+    xs, ys, srcs, groups = [], [], [], []
+    for n, it in enumerate(items):
+        try:
+            if it.kind == "video":
+                info = probe(it.path)
+                for s in sample_frames(it.path, info, frames_per_video):
+                    crop = _largest_face_crop(s.image, detector, size, fallback=False)
+                    if crop is not None:
+                        (
+                            xs.append(crop),
+                            ys.append(it.label),
+                            srcs.append(it.source),
+                            groups.append(it.group),
+                        )
+            else:
+                img = read_image(it.path)
+                if detect_images:
+                    crop = _largest_face_crop(img, detector, size, fallback=True)
+                else:
+                    crop = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+                (
+                    xs.append(crop),
+                    ys.append(it.label),
+                    srcs.append(it.source),
+                    groups.append(it.group),
+                )
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end a long extraction
+            print(f"skipped {it.path}: {exc}")
+        if progress:
+            progress(n + 1, len(items))
+    if not xs:
+        return FaceSet(
+            np.zeros((0, size, size, 3), np.uint8),
+            np.zeros((0,), int),
+            np.array([], str),
+            np.array([], str),
+        )
+    return FaceSet(np.stack(xs), np.array(ys), np.array(srcs), np.array(groups))
+
+
+# ---- augmentation ----------------------------------------------------------------------
+
+
+def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Forensic augmentations: flips, JPEG re-compression, blur, down-and-up scaling, colour."""
+    out = img
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.3:
+        s = out.shape[0]
+        f = rng.uniform(0.4, 0.9)
+        small = cv2.resize(
+            out, (max(8, int(s * f)), max(8, int(s * f))), interpolation=cv2.INTER_AREA
+        )
+        out = cv2.resize(small, (s, s), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.2:
+        k = rng.choice([3, 5])
+        out = cv2.GaussianBlur(out, (k, k), 0)
+    if rng.random() < 0.4:
+        alpha = rng.uniform(0.8, 1.2)
+        beta = rng.uniform(-20, 20)
+        out = np.clip(out.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(
+            ".jpg", np.ascontiguousarray(out), [cv2.IMWRITE_JPEG_QUALITY, rng.randint(30, 95)]
+        )
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(out)
+
+
+# ---- training --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    input_size: int = 160
+    epochs: int = 5
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    patience: int = 3
+    seed: int = 1337
+    steps_per_epoch: int | None = None
+    init_weights: str | None = None
+    fine_tune_from: str | None = None
+    augment: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _seed_everything(seed: int) -> None:
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def train(
+    train_set: FaceSet,
+    val_set: FaceSet,
+    config: TrainConfig,
+    work_dir: str | Path,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    name: str = "verity-xception",
+    version: str | None = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """Train, checkpoint on validation loss, stop early, choose the threshold on
+    validation data; returns the bundle and the training history.
+
+    Resumable: if `work_dir/last.keras` exists, training continues from its epoch.
+    """
+    import keras
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    _seed_everything(config.seed)
+    s = config.input_size
+    if train_set.x.shape[1] != s:
+        raise ValueError(f"faces were extracted at {train_set.x.shape[1]} px but input size is {s}")
+
+    state_file = work / "state.json"
+    initial_epoch = 0
+    if (work / "last.keras").exists() and state_file.exists():
+        model = keras.models.load_model(work / "last.keras")
+        initial_epoch = json.loads(state_file.read_text())["epoch"]
+    else:
+        model = build_xception(s, config.init_weights)
+        if config.fine_tune_from:
+            parent = ModelBundle.load(config.fine_tune_from)
+            if parent.input_size != s:
+                raise ValueError(f"cannot fine-tune a {parent.input_size} px model at {s} px")
+            model.set_weights(parent.model.get_weights())
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    counts = np.bincount(train_set.y, minlength=2).astype(float)
+    class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, data: FaceSet, shuffle: bool, aug: bool):
+            super().__init__()
+            self.data, self.shuffle, self.aug = data, shuffle, aug
+            self.rng = random.Random(config.seed)
+            self.order = np.arange(len(data))
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            n = int(np.ceil(len(self.data) / config.batch_size))
+            return (
+                min(n, config.steps_per_epoch) if (self.shuffle and config.steps_per_epoch) else n
+            )
+
+        def on_epoch_end(self) -> None:
+            if self.shuffle:
+                self.rng.shuffle(self.order)
+
+        def __getitem__(self, i):
+            idx = self.order[i * config.batch_size : (i + 1) * config.batch_size]
+            # Pad to a fixed batch size so Keras traces one graph only.
+            if len(idx) < config.batch_size:
+                idx = np.concatenate([idx, self.order[: config.batch_size - len(idx)]])
+            imgs = [self.data.x[j] for j in idx]
+            if self.aug:
+                imgs = [augment(im, self.rng) for im in imgs]
+            from detector.model import preprocess
+
+            return preprocess(np.stack(imgs)), self.data.y[idx]
+
+    history: dict[str, list[float]] = {}
+    if state_file.exists():
+        history = json.loads(state_file.read_text()).get("history", {})
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            for k, v in logs.items():
+                history.setdefault(k, []).append(v)
+            self.model.save(work / "last.keras")
+            state_file.write_text(json.dumps({"epoch": epoch + 1, "history": history}))
+            if on_epoch:
+                on_epoch(epoch + 1, logs)
+
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            work / "best.keras", monitor="val_loss", save_best_only=True
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=False
+        ),
+        keras.callbacks.TensorBoard(log_dir=str(work / "tensorboard"), write_graph=False),
+        Recorder(),
+    ]
+    if initial_epoch < config.epochs:
+        model.fit(
+            Batches(train_set, True, config.augment),
+            validation_data=Batches(val_set, False, False),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    if (work / "best.keras").exists():
+        model = keras.models.load_model(work / "best.keras")
+
+    meta = BundleMeta(
+        name=name,
+        version=version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        input_size=s,
+        data_fingerprint=train_set.fingerprint(),
+        parent=config.fine_tune_from,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        training={
+            "input_size": s,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "steps_per_epoch": config.steps_per_epoch,
+            "augment": config.augment,
+            "train_faces": int(len(train_set)),
+            "val_faces": int(len(val_set)),
+            **config.extra,
+        },
+    )
+    bundle = ModelBundle(meta, model)
+    val_scores = bundle.predict(val_set.x)
+    meta.threshold = choose_threshold(val_set.y, val_scores)
+    meta.metrics = {"validation": evaluate_scores(val_set, val_scores, meta.threshold)}
+    return bundle, history
+
+
+# ---- evaluation ------------------------------------------------------------------------
+
+
+def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Frame-level and video-level metrics, overall and per source."""
+    out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold)}
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for g, src, y, p in zip(
+        data.groups.tolist(), data.sources.tolist(), data.y.tolist(), scores.tolist(), strict=True
+    ):
+        groups.setdefault((g, src, y), []).append(p)
+    if any(len(v) > 1 for v in groups.values()):
+        vy = np.array([k[2] for k in groups])
+        vs = np.array([float(np.mean(v)) for v in groups.values()])
+        out["video"] = binary_metrics(vy, vs, threshold)
+    per_source = {}
+    for src in sorted(set(data.sources.tolist())):
+        m = data.sources == src
+        per_source[src] = binary_metrics(data.y[m], scores[m], threshold)
+    out["per_source"] = per_source
+    return out
+
+
+def save_curves(
+    history: dict[str, list[float]],
+    scores_y: tuple[np.ndarray, np.ndarray] | None,
+    out_dir: str | Path,
+) -> list[Path]:
+    """accuracy.png, loss.png and roc.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from detector.metrics import roc_curve
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in ("accuracy", "loss"):
+        if key not in history:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label="train")
+        if f"val_{key}" in history:
+            ax.plot(
+                range(1, len(history[f"val_{key}"]) + 1),
+                history[f"val_{key}"],
+                marker="o",
+                label="validation",
+            )
+        ax.set_xlabel("epoch"), ax.set_ylabel(key), ax.legend(), ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{key}.png", dpi=100)
+        plt.close(fig)
+        written.append(out_dir / f"{key}.png")
+    if scores_y is not None:
+        y, sc = scores_y
+        fpr, tpr, _ = roc_curve(y, sc)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(fpr, tpr), ax.plot([0, 1], [0, 1], "--", color="grey")
+        (
+            ax.set_xlabel("false positive rate"),
+            ax.set_ylabel("true positive rate"),
+            ax.set_title("ROC"),
+        )
+        fig.tight_layout()
+        fig.savefig(out_dir / "roc.png", dpi=100)
+        plt.close(fig)
+        written.append(out_dir / "roc.png")
+    return written

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detector.faces import Box, FaceDetector, square_crop
+from detector.pipeline import Artifacts, analyse_video
+from detector.video import probe, sample_frames, sample_indices
+from tests.media import astronaut, blank_clip, read_all, write_clip
+
+
+def test_it_finds_the_astronaut_face_and_crops_it_square():
+    img = astronaut()
+    boxes = FaceDetector("hog").detect(img)
+    # One face, where the photo has it (her face spans roughly x 175-265, y 75-170).
+    assert len(boxes) == 1
+    (box,) = boxes
+    cx, cy = box.centre
+    assert 200 < cx < 245 and 100 < cy < 145
+    # The crop is a square 1.3x the box, centred on it, resized to the input size.
+    crop = square_crop(img, box, 299)
+    assert crop.shape == (299, 299, 3)
+    side = int(max(box.width, box.height) * 1.3)
+    x1, y1 = int(cx - side // 2), int(cy - side // 2)
+    expected = img[y1 : y1 + side, x1 : x1 + side]
+    small = square_crop(img, box, side)
+    assert np.abs(small.astype(int) - expected.astype(int)).mean() < 1.0
+
+
+def test_it_clips_the_crop_at_the_frame_edge():
+    img = np.zeros((100, 100, 3), np.uint8)
+    crop = square_crop(img, Box(70, 70, 100, 100), 64)
+    assert crop.shape == (64, 64, 3)
+
+
+def test_it_samples_evenly_without_duplicates():
+    assert sample_indices(300, 32)[:3] == [4, 14, 23]
+    assert len(sample_indices(300, 32)) == 32
+    assert sample_indices(5, 32) == [0, 1, 2, 3, 4]
+    assert sample_indices(0, 32) == []
+
+
+def test_it_analyses_a_clip_and_writes_a_browser_playable_video(astro_clip, tiny_bundle, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    stages = []
+    artifacts = Artifacts()
+    report = analyse_video(
+        astro_clip,
+        tiny_bundle,
+        on_progress=lambda s, f: stages.append((s, f)),
+        output_video=out,
+        artifacts=artifacts,
+    )
+
+    # Every sampled frame has the face, linked into one track.
+    assert report.video.frame_count == 30
+    assert len(report.frames) == 30
+    assert all(len(f.faces) == 1 for f in report.frames)
+    assert len(report.tracks) == 1 and report.tracks[0].faces == 30
+    assert report.verdict.label in ("real", "fake", "uncertain")
+    assert 0.0 <= report.verdict.fake_probability <= 1.0
+
+    # The annotated video: H.264, yuv420p, every input frame, moov before mdat (faststart).
+    n, _, info = read_all(out)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert n == 30
+    head = out.read_bytes()
+    assert head.index(b"moov") < head.index(b"mdat")
+
+    # Progress went through each stage and ended at 100%.
+    assert [s for s, _ in stages][0] == "reading" and stages[-1] == ("rendering", 1.0)
+    assert artifacts.thumbnail is not None and 0 in artifacts.track_crops
+
+    # The report serialises to JSON with the documented top-level fields.
+    data = json.loads(json.dumps(report.to_dict()))
+    assert {
+        "schema_version",
+        "verdict",
+        "video",
+        "frames",
+        "tracks",
+        "model",
+        "timings",
+    } <= data.keys()
+    assert data["frames"][0]["faces"][0]["track_id"] == 0
+
+
+def test_it_says_no_face_when_there_is_none(tmp_path, tiny_bundle):
+    clip = blank_clip(tmp_path / "blank.mp4")
+    report = analyse_video(clip, tiny_bundle)
+    assert report.verdict.label == "no_face"
+    assert report.tracks == []
+
+
+def test_it_respects_rotation_metadata(tmp_path):
+    from tests.media import moving_frames
+
+    # A phone-style clip: stored landscape, displayed portrait.
+    frames = [
+        np.ascontiguousarray(np.rot90(f, k=1)) for f in moving_frames(5)
+    ]  # stored rotated 90° CCW
+    clip = write_clip(
+        tmp_path / "rot.mp4", frames, rotation=-90
+    )  # "rotate=90" (clockwise on display)
+    info = probe(clip)
+    assert info.rotation in (-90, 270)
+    (first,) = sample_frames(clip, info, 1)[:1]
+    assert first.image.shape[:2] == (480, 640)  # upright again
+    assert len(FaceDetector().detect(first.image)) == 1
+
+
+def test_it_reads_a_long_clip_by_seeking(tmp_path, monkeypatch):
+    import detector.video as video
+    from tests.media import moving_frames
+
+    clip = write_clip(tmp_path / "long.mp4", moving_frames(60))
+    monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", 10)
+    info = probe(clip)
+    samples = sample_frames(clip, info, 8)
+    assert len(samples) == 8
+    assert [s.index for s in samples] == sample_indices(60, 8)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_it_handles_one_frame_clips(tmp_path, tiny_bundle, k):
+    from tests.media import moving_frames
+
+    clip = write_clip(tmp_path / "one.mp4", moving_frames(k))
+    out = tmp_path / "one-out.mp4"
+    report = analyse_video(clip, tiny_bundle, output_video=out)
+    assert report.video.frame_count == k
+    assert read_all(out)[0] == k

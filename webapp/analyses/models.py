@@ -1,0 +1,154 @@
+"""The Analysis row is the truth about a job; WebSocket messages only notify of changes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePath
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+
+def upload_path(instance: Analysis, filename: str) -> str:
+    # Never trust the client's name on disk: keep only a short safe extension.
+    ext = PurePath(filename).suffix.lower()[:8]
+    if not ext[1:].isalnum():
+        ext = ""
+    return f"uploads/{instance.owner_id}/{instance.id}/original{ext}"
+
+
+def result_path(instance: Analysis, filename: str) -> str:
+    return f"results/{instance.owner_id}/{instance.id}/{filename}"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+VERDICT_LABELS = {
+    "fake": "Fake",
+    "real": "Real",
+    "uncertain": "Uncertain",
+    "no_face": "No face found",
+}
+FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+
+class Analysis(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses"
+    )
+    original = models.FileField(upload_to=upload_path, max_length=300)
+    original_name = models.CharField(max_length=255)
+    size = models.BigIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=32, default="queued")
+    error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    verdict = models.JSONField(null=True, blank=True)
+    verdict_label = models.CharField(max_length=16, blank=True, default="", db_index=True)
+    report = models.JSONField(null=True, blank=True)
+    annotated = models.FileField(upload_to=result_path, max_length=300, blank=True)
+    thumbnail = models.FileField(upload_to=result_path, max_length=300, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    model_version = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["owner", "-created"])]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"
+
+    @property
+    def verdict_display(self) -> str:
+        if not self.verdict:
+            return ""
+        label = VERDICT_LABELS.get(self.verdict.get("label", ""), "")
+        if self.verdict.get("label") == "no_face":
+            return label
+        return f"{label} {round(100 * float(self.verdict.get('confidence', 0)))}%"
+
+    def delete_result_files(self) -> None:
+        """Delete every file the worker produced for this analysis."""
+        from django.core.files.storage import default_storage
+
+        prefix = result_path(self, "")
+        try:
+            _dirs, files = default_storage.listdir(prefix)
+        except (FileNotFoundError, NotImplementedError):
+            return
+        for name in files:
+            default_storage.delete(prefix + name)
+
+    def track_crop_name(self, track_id: int) -> str:
+        return result_path(self, f"track-{int(track_id)}.jpg")
+
+    def state(self) -> dict[str, Any]:
+        """The public state: the same fields the WebSocket and the REST API carry."""
+        return {
+            "id": str(self.id),
+            "status": self.status,
+            "progress": self.progress,
+            "stage": self.stage,
+            "error": self.error,
+            "verdict": self.verdict,
+            "model_version": self.model_version,
+            "created": self.created.isoformat() if self.created else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+        }
+
+    def transition(self, old: str | tuple[str, ...], new: str, **fields: Any) -> bool:
+        """Change status only if it is still `old` (a conditional UPDATE), and log it.
+
+        Returns False when another process got there first: the caller must not
+        act as if it owned the job.
+        """
+        olds = (old,) if isinstance(old, str) else tuple(old)
+        now = timezone.now()
+        if new in FINISHED:
+            fields.setdefault("finished", now)
+        with transaction.atomic():
+            changed = Analysis.objects.filter(id=self.id, status__in=olds).update(
+                status=new, **fields
+            )
+            if changed:
+                Transition.objects.create(
+                    analysis_id=self.id,
+                    old=self.status,
+                    new=new,
+                    reason=fields.get("error", "")[:500],
+                )
+        if changed:
+            self.refresh_from_db()
+        return bool(changed)
+
+
+class Transition(models.Model):
+    """Every status change, for audit and debugging (healthchecks' Flip)."""
+
+    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, related_name="transitions")
+    old = models.CharField(max_length=16)
+    new = models.CharField(max_length=16)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]

@@ -1,0 +1,214 @@
+"""Plain functions behind the Celery tasks: callable without Celery, which is how
+most tests reach them."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db.models import F
+from django.utils import timezone
+
+from detector.errors import Cancelled, DetectorError
+from detector.model import ModelBundle
+from detector.pipeline import Artifacts, Options, analyse_video
+from webapp.analyses.models import FINISHED, Analysis, Status
+from webapp.live.publish import publish_analysis
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+STALE_AFTER = timedelta(seconds=90)
+_bundles: dict[tuple[str, float], ModelBundle] = {}
+
+
+def get_bundle(path: str | None = None) -> ModelBundle:
+    """The model, loaded once per process and reloaded when its files change."""
+    path = str(path or settings.VERITY_MODEL_DIR)
+    meta = Path(path) / "meta.json"
+    key = (path, meta.stat().st_mtime if meta.exists() else 0.0)
+    if key not in _bundles:
+        _bundles.clear()
+        bundle = ModelBundle.load(path)
+        bundle.warm_up()
+        _bundles[key] = bundle
+    return _bundles[key]
+
+
+def _claim(analysis: Analysis) -> bool:
+    """Take the job: from queued, or from running when its worker went silent
+    (the broker redelivered it after the worker died)."""
+    now = timezone.now()
+    fields = dict(
+        started=now,
+        heartbeat=now,
+        stage="starting",
+        progress=0,
+        attempts=F("attempts") + 1,
+        error="",
+    )
+    if analysis.transition(Status.QUEUED, Status.RUNNING, **fields):
+        return True
+    stale = analysis.heartbeat is None or now - analysis.heartbeat > STALE_AFTER
+    if analysis.status == Status.RUNNING and stale:
+        changed = Analysis.objects.filter(
+            id=analysis.id, status=Status.RUNNING, heartbeat=analysis.heartbeat
+        ).update(**fields)
+        if changed:
+            analysis.refresh_from_db()
+            return True
+    return False
+
+
+class _Progress:
+    """Throttled progress: at most a few row updates and messages per second, and a
+    check for cancellation at each one."""
+
+    def __init__(self, analysis: Analysis, interval: float = 0.5) -> None:
+        self.analysis = analysis
+        self.interval = interval
+        self.last_time = 0.0
+        self.last_stage = ""
+        self.last_pct = -1
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        pct = min(99, int(fraction * 100))
+        now = time.monotonic()
+        if stage == self.last_stage and (
+            pct == self.last_pct or now - self.last_time < self.interval
+        ):
+            return
+        self.last_time, self.last_stage, self.last_pct = now, stage, pct
+        a = self.analysis
+        changed = Analysis.objects.filter(id=a.id, status=Status.RUNNING).update(
+            progress=pct, stage=stage, heartbeat=timezone.now()
+        )
+        if not changed:
+            raise Cancelled("The analysis was cancelled.")
+        a.progress, a.stage = pct, stage
+        publish_analysis(a)
+
+
+def _local_copy(analysis: Analysis, tmp: Path) -> Path:
+    """The upload as a local file: storage may be remote (S3), so copy in chunks."""
+    try:
+        return Path(analysis.original.path)
+    except NotImplementedError:
+        dest = tmp / f"input{Path(analysis.original.name).suffix}"
+        with analysis.original.open("rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        return dest
+
+
+def _jpeg(rgb) -> ContentFile:
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
+    )
+    return ContentFile(buf.tobytes())
+
+
+def _save_images(analysis: Analysis, artifacts: Artifacts) -> None:
+    if artifacts.thumbnail is not None:
+        analysis.thumbnail.save("thumbnail.jpg", _jpeg(artifacts.thumbnail), save=False)
+    for tid, crops in artifacts.track_crops.items():
+        strip = np.concatenate(crops, axis=1)
+        name = analysis.track_crop_name(tid)
+        if default_storage.exists(name):
+            default_storage.delete(name)
+        default_storage.save(name, _jpeg(strip))
+
+
+def execute_analysis(analysis_id: str) -> str:
+    """Run one analysis and record its outcome; returns the final status.
+
+    1. Load the row; do nothing if it is gone or already finished (a duplicate delivery).
+    2. Claim it with a conditional update (only one worker wins).
+    3. Run the detector, publishing throttled progress.
+    4. Store the report and annotated video through the storage API; mark done.
+    Any failure is recorded on the row with a message; nothing escapes to kill the worker.
+    """
+    try:
+        analysis = Analysis.objects.get(id=analysis_id)
+    except Analysis.DoesNotExist:
+        log.info("analysis %s no longer exists", analysis_id)
+        return "missing"
+    if analysis.status in FINISHED:
+        return analysis.status
+    if analysis.attempts >= MAX_ATTEMPTS and analysis.status == Status.RUNNING:
+        analysis.transition(
+            Status.RUNNING,
+            Status.FAILED,
+            error="The analysis failed repeatedly (its worker stopped). Try again later.",
+            error_code="too_many_attempts",
+        )
+        publish_analysis(analysis)
+        return analysis.status
+    if not _claim(analysis):
+        return analysis.status
+    publish_analysis(analysis)
+    log.info("analysis %s: started (attempt %s)", analysis.id, analysis.attempts)
+    with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir:
+        tmp = Path(tmpdir)
+        out_video = tmp / "annotated.mp4"
+        try:
+            bundle = get_bundle()
+            Analysis.objects.filter(id=analysis.id).update(model_version=bundle.meta.version)
+            artifacts = Artifacts()
+            report = analyse_video(
+                _local_copy(analysis, tmp),
+                bundle,
+                Options(frames=settings.VERITY_FRAMES),
+                _Progress(analysis),
+                out_video,
+                artifacts=artifacts,
+            )
+            data = report.to_dict()
+            with open(out_video, "rb") as fh:
+                analysis.annotated.save("annotated.mp4", File(fh), save=False)
+            _save_images(analysis, artifacts)
+            done = analysis.transition(
+                Status.RUNNING,
+                Status.DONE,
+                progress=100,
+                stage="done",
+                report=data,
+                verdict=data["verdict"],
+                verdict_label=data["verdict"]["label"],
+                duration=data["video"]["duration"],
+                annotated=analysis.annotated.name,
+                thumbnail=analysis.thumbnail.name,
+                model_version=bundle.meta.version,
+            )
+            if not done:
+                # Cancelled while we were saving: drop what we produced.
+                analysis.delete_result_files()
+        except Cancelled:
+            log.info("analysis %s: cancelled", analysis.id)
+            analysis.delete_result_files()
+        except DetectorError as exc:
+            analysis.transition(
+                Status.RUNNING, Status.FAILED, error=str(exc), error_code=exc.code, stage="failed"
+            )
+        except Exception as exc:  # noqa: BLE001 - record it; the worker lives on
+            log.exception("analysis %s: internal error", analysis.id)
+            analysis.transition(
+                Status.RUNNING,
+                Status.FAILED,
+                error=f"Verity hit an internal error while analysing this clip ({type(exc).__name__}). It has been logged.",
+                error_code="internal_error",
+                stage="failed",
+            )
+    analysis.refresh_from_db()
+    publish_analysis(analysis)
+    log.info("analysis %s: %s", analysis.id, analysis.status)
+    return analysis.status

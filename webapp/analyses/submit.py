@@ -1,0 +1,84 @@
+"""Creating analyses: shared by the upload page and the REST API."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from webapp.analyses.models import ACTIVE, Analysis
+from webapp.analyses.validation import RejectedUpload, validate_upload
+
+
+def safe_display_name(name: str) -> str:
+    """The name shown to the user: no directories, no control characters, bounded length."""
+    base = PurePath(name.replace("\\", "/")).name
+    base = "".join(ch for ch in base if ch.isprintable()).strip() or "upload"
+    if len(base) > 200:
+        stem, ext = base[: 200 - 10], PurePath(base).suffix[:10]
+        base = stem + ext
+    return base
+
+
+def create_analysis(user, upload: UploadedFile) -> Analysis:
+    """Validate, store and enqueue. Raises RejectedUpload with a message for people."""
+    validate_upload(upload.file, upload.size or 0, settings.VERITY_MAX_UPLOAD_BYTES)
+    active = Analysis.objects.filter(owner=user, status__in=ACTIVE).count()
+    if active >= settings.VERITY_MAX_QUEUED_PER_USER:
+        raise RejectedUpload(
+            f"You already have {active} analyses waiting or running (the limit is "
+            f"{settings.VERITY_MAX_QUEUED_PER_USER}). Wait for one to finish or cancel one."
+        )
+    from worker.tasks import run_analysis
+
+    with transaction.atomic():
+        analysis = Analysis(
+            owner=user,
+            original_name=safe_display_name(upload.name or "upload"),
+            size=upload.size or 0,
+        )
+        # Streams the temporary upload file into storage in chunks.
+        analysis.original.save(upload.name or "upload", upload, save=False)
+        analysis.save()
+        analysis.transitions.create(old="", new="queued")
+        # Enqueue only once the row is committed, so the worker can see it.
+        run_analysis.delay_on_commit(str(analysis.id))
+    return analysis
+
+
+def rerun_analysis(analysis: Analysis) -> None:
+    """Queue a finished analysis again with the current model; old results are dropped."""
+    from webapp.analyses.models import FINISHED, Status
+    from worker.tasks import run_analysis
+
+    if analysis.status not in FINISHED:
+        raise RejectedUpload("Only a finished analysis can be re-run.")
+    analysis.delete_result_files()
+    with transaction.atomic():
+        if not analysis.transition(
+            FINISHED,
+            Status.QUEUED,
+            progress=0,
+            stage="queued",
+            error="",
+            error_code="",
+            verdict=None,
+            verdict_label="",
+            report=None,
+            annotated="",
+            thumbnail="",
+            finished=None,
+            attempts=0,
+        ):
+            raise RejectedUpload("Only a finished analysis can be re-run.")
+        run_analysis.delay_on_commit(str(analysis.id))
+
+
+def delete_analysis(analysis: Analysis) -> None:
+    """Delete the row and its files."""
+    if analysis.original:
+        analysis.original.delete(save=False)
+    analysis.delete_result_files()
+    analysis.delete()
