@@ -137,6 +137,13 @@ def _extract(args: argparse.Namespace) -> int:
         items, args.size, args.frames_per_video, progress=bar.count, detect_images=not args.aligned
     )
     bar.close()
+    if args.sbi:
+        from detector.sbi import self_blended_set
+
+        bar = _Bar("self-blend", int((faces.y == 0).sum()))
+        # Same groups as their originals: a later split by group keeps each pair together.
+        faces = training.FaceSet.concat([faces, self_blended_set(faces, 0, bar.count)])
+        bar.close()
     faces.save(args.out)
     print(
         f"{len(faces)} faces ({int(faces.y.sum())} fake) from {len(items)} files -> {args.out}",
@@ -158,6 +165,15 @@ def _train(args: argparse.Namespace) -> int:
         ]
     )
     tr, va, te = (data.subset(split == s) for s in ("train", "val", "test"))
+    if args.sbi:
+        from detector.sbi import self_blended_set
+
+        # Only training faces are blended, after the split, so no blend of a validation
+        # or test face can reach training.
+        tr = training.FaceSet.concat([tr, self_blended_set(tr, args.seed)])
+        if len(va) and not (va.y == 1).any():
+            # A real-only set would leave nothing to choose the threshold on.
+            va = training.FaceSet.concat([va, self_blended_set(va, args.seed + 1)])
     print(
         f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by video)",
         file=sys.stderr,
@@ -173,6 +189,7 @@ def _train(args: argparse.Namespace) -> int:
         init_weights=args.init_weights,
         fine_tune_from=args.fine_tune_from,
         augment=not args.no_augment,
+        extra={"sbi": True} if args.sbi else {},
     )
     bar = _Bar("train", args.epochs)
 
@@ -329,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--out", required=True, metavar="FILE.npz", help="where to write the face dataset"
     )
+    e.add_argument(
+        "--sbi",
+        action="store_true",
+        help="also write one self-blended pseudo-fake per real face (label fake, source sbi:...)",
+    )
     e.set_defaults(func=_extract)
 
     t = sub.add_parser("train", help="train an Xception bundle from extracted faces")
@@ -385,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fine-tune-from", metavar="BUNDLE_DIR", help="start from this bundle's weights"
     )
     t.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    t.add_argument(
+        "--sbi",
+        action="store_true",
+        help="add self-blended fakes (Shiohara & Yamasaki 2022) made from the training real "
+        "faces after the split; validation gets them too only if it has no fakes; test never",
+    )
     t.add_argument("--name", default="verity-xception", help="model name stored in the bundle")
     t.add_argument(
         "--version", default=None, help="version stored in the bundle (default: a timestamp)"

@@ -42,6 +42,8 @@ class BundleMeta:
     created: str = ""
     weights_dtype: str = "float16"
     training: dict[str, Any] = field(default_factory=dict)
+    # Platt scaling of the raw softmax, fitted on validation data: {"a": .., "b": ..}.
+    calibration: dict[str, float] | None = None
     format: str = BUNDLE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,4 +185,11 @@ class ModelBundle:
                 chunk = np.concatenate([chunk, np.zeros((b - m, *chunk.shape[1:]), np.float32)])
             probs = fn(chunk).numpy()
             out[start : start + m] = probs[:m, CLASS_ORDER.index("fake")]
-        return out
+        return self.calibrate(out)
+
+    def calibrate(self, p: np.ndarray) -> np.ndarray:
+        cal = self.meta.calibration
+        if not cal:
+            return p
+        z = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+        return (1 / (1 + np.exp(-(cal["a"] * z + cal["b"])))).astype(np.float32)

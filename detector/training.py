@@ -427,10 +427,68 @@ def train(
         },
     )
     bundle = ModelBundle(meta, model)
-    val_scores = bundle.predict(val_set.x)
-    meta.threshold = choose_threshold(val_set.y, val_scores)
-    meta.metrics = {"validation": evaluate_scores(val_set, val_scores, meta.threshold)}
+    finalize(bundle, train_set, val_set, seed=config.seed)
     return bundle, history
+
+
+def recalibrate_batchnorm(
+    model, data: FaceSet, batches: int = 60, batch_size: int = 16, seed: int = 0
+) -> None:
+    """Re-estimate BatchNorm moving statistics with the final weights ("precise BN").
+
+    Trained from scratch on a short schedule, the moving averages lag far behind the
+    weights, which squeezes inference-mode outputs towards one value. Forward passes in
+    training mode with a fast momentum fix that without changing any weight.
+    """
+    import keras
+
+    from detector.model import preprocess
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.9
+    rng = np.random.default_rng(seed)
+    for _ in range(batches):
+        idx = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
+        model(preprocess(data.x[idx]), training=True)
+    for bn, m in zip(bns, saved, strict=True):
+        bn.momentum = m
+
+
+def fit_platt(y: np.ndarray, p: np.ndarray, iters: int = 500) -> tuple[float, float]:
+    """Platt scaling: p' = sigmoid(a * logit(p) + b), fitted by Newton's method on
+    validation data, so that the reported confidence means what it says."""
+    y = np.asarray(y, dtype=np.float64)
+    z = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+    a, b = 1.0, 0.0
+    for _ in range(iters):
+        q = 1 / (1 + np.exp(-(a * z + b)))
+        g = np.array([np.sum((q - y) * z), np.sum(q - y)])
+        w = q * (1 - q) + 1e-9
+        h = np.array(
+            [[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]
+        ) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(a), float(b)
+
+
+def finalize(bundle: ModelBundle, train_set: FaceSet, val_set: FaceSet, seed: int = 0) -> None:
+    """After training: precise BN, Platt calibration and the threshold, all from data the
+    weights were not fitted on except BN statistics (training faces)."""
+    recalibrate_batchnorm(bundle.model, train_set, seed=seed)
+    bundle.meta.calibration = None
+    bundle._fn = None
+    raw = bundle.predict(val_set.x)
+    if len(set(val_set.y.tolist())) == 2:
+        a, b = fit_platt(val_set.y, raw)
+        bundle.meta.calibration = {"a": a, "b": b}
+    scores = bundle.predict(val_set.x)
+    bundle.meta.threshold = choose_threshold(val_set.y, scores)
+    bundle.meta.metrics = {"validation": evaluate_scores(val_set, scores, bundle.meta.threshold)}
 
 
 # ---- evaluation ------------------------------------------------------------------------

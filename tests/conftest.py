@@ -37,3 +37,9 @@ def shared_data() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared/data is absent")
     return SHARED
+
+
+@pytest.fixture
+def tiny_model_dir(tiny_bundle, settings):
+    settings.VERITY_MODEL_DIR = str(tiny_bundle.path)
+    return tiny_bundle.path

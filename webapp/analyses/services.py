@@ -34,7 +34,11 @@ _bundles: dict[tuple[str, float], ModelBundle] = {}
 
 def get_bundle(path: str | None = None) -> ModelBundle:
     """The model, loaded once per process and reloaded when its files change."""
-    path = str(path or settings.VERITY_MODEL_DIR)
+    if path is None:
+        from webapp.training.registry import active_bundle_path
+
+        path = active_bundle_path()
+    path = str(path)
     meta = Path(path) / "meta.json"
     key = (path, meta.stat().st_mtime if meta.exists() else 0.0)
     if key not in _bundles:
@@ -196,6 +200,7 @@ def execute_analysis(analysis_id: str) -> str:
             log.info("analysis %s: cancelled", analysis.id)
             analysis.delete_result_files()
         except DetectorError as exc:
+            log.warning("analysis %s: %s: %s", analysis.id, exc.code, exc)
             analysis.transition(
                 Status.RUNNING, Status.FAILED, error=str(exc), error_code=exc.code, stage="failed"
             )

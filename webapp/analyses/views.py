@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -87,8 +85,7 @@ def detail(request: HttpRequest, pk) -> HttpResponse:
         "analyses/detail.html",
         {
             "a": analysis,
-            "state_json": json.dumps(analysis.state()),
-            "report_json": json.dumps(analysis.report),
+            "state": analysis.state(),
         },
     )
 

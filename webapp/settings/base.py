@@ -90,6 +90,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 WHITENOISE_USE_FINDERS = True
 
 # Uploaded and produced files are private: no MEDIA_URL is served; views check ownership.

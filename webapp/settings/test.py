@@ -81,7 +81,8 @@ def _private_redis() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-_redis = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Database 9: tests never share queues with a development worker on database 0.
+_redis = env.str("REDIS_URL", default="redis://127.0.0.1:6379/9")
 _host, _, _rest = _redis.removeprefix("redis://").partition(":")
 if not _answers(_host or "127.0.0.1", int((_rest.split("/")[0]) or 6379)):
     import os

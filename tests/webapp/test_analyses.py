@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.webapp.conftest import make_analysis
+from webapp.analyses.models import Analysis, Status
+
+pytestmark = pytest.mark.django_db
+
+
+def _mp4(astro_clip) -> SimpleUploadedFile:
+    return SimpleUploadedFile("holiday clip.mp4", astro_clip.read_bytes(), content_type="video/mp4")
+
+
+def test_it_sends_anonymous_visitors_to_sign_in(client):
+    for url in ("/", "/analyses/new/"):
+        resp = client.get(url)
+        assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/")
+
+
+def test_it_creates_a_queued_analysis_and_enqueues_after_commit(
+    alice_client, alice, astro_clip, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resp = alice_client.post("/analyses/new/", {"file": _mp4(astro_clip)})
+    a = Analysis.objects.get()
+    # Redirected to the analysis page; the row is queued and owned by the uploader.
+    assert resp.status_code == 302 and resp["Location"] == f"/analyses/{a.id}/"
+    assert a.status == Status.QUEUED and a.owner == alice and a.original_name == "holiday clip.mp4"
+    # The file went through the storage API under a server-chosen name.
+    assert a.original.name.endswith(f"{a.id}/original.mp4")
+    assert a.original.size == astro_clip.stat().st_size
+    # The Celery task is sent only once the transaction commits.
+    assert len(callbacks) == 1
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("notes.mp4", b"just some text, renamed" * 20, "not a video"),
+        ("empty.mp4", b"", "empty"),
+        ("page.html", b"<html><script>alert(1)</script></html>", "not a video"),
+    ],
+)
+def test_it_rejects_files_that_are_not_videos_by_content(alice_client, name, content, message):
+    resp = alice_client.post(
+        "/analyses/new/", {"file": SimpleUploadedFile(name, content)}, follow=True
+    )
+    assert message in resp.content.decode()
+    assert not Analysis.objects.exists()
+
+
+def test_it_refuses_uploads_over_the_size_limit(alice_client, astro_clip, settings):
+    settings.VERITY_MAX_UPLOAD_BYTES = 1000
+    resp = alice_client.post(
+        "/analyses/new/", {"file": _mp4(astro_clip)}, HTTP_ACCEPT="application/json"
+    )
+    assert resp.status_code == 400 and "limit" in resp.json()["error"]
+
+
+def test_it_hides_other_users_analyses(client, alice, bob):
+    a = make_analysis(alice)
+    a.annotated.save("annotated.mp4", ContentFile(b"x" * 10))
+    client.force_login(bob)
+    # Every page and file of Alice's analysis is a 404 for Bob.
+    for suffix in (
+        "",
+        "state/",
+        "video/",
+        "original/",
+        "report.json",
+        "thumbnail.jpg",
+        "faces/0.jpg",
+    ):
+        assert client.get(f"/analyses/{a.id}/{suffix}").status_code == 404, suffix
+    for suffix in ("delete/", "cancel/", "rerun/"):
+        assert client.post(f"/analyses/{a.id}/{suffix}").status_code == 404, suffix
+    # And it is not in his history.
+    assert str(a.id) not in client.get("/").content.decode()
+    assert Analysis.objects.filter(id=a.id).exists()
+
+
+def test_it_serves_byte_ranges_so_the_player_can_seek(alice_client, alice):
+    a = make_analysis(alice)
+    a.annotated.save("annotated.mp4", ContentFile(bytes(range(256)) * 4))
+    # A range request gets exactly those bytes.
+    resp = alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=100-199")
+    assert resp.status_code == 206
+    assert resp["Content-Range"] == "bytes 100-199/1024" and resp["Content-Length"] == "100"
+    assert b"".join(resp.streaming_content) == (bytes(range(256)) * 4)[100:200]
+    # An open-ended range runs to the end; a whole request gets everything.
+    resp = alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=1000-")
+    assert resp["Content-Range"] == "bytes 1000-1023/1024"
+    resp = alice_client.get(f"/analyses/{a.id}/video/")
+    assert (
+        resp.status_code == 200
+        and resp["Accept-Ranges"] == "bytes"
+        and resp["Content-Type"] == "video/mp4"
+    )
+    # An unsatisfiable range says so.
+    assert alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=5000-").status_code == 416
+
+
+def test_it_downloads_the_original_as_an_attachment_never_inline(alice_client, alice):
+    a = make_analysis(alice, original_name="evil.html")
+    resp = alice_client.get(f"/analyses/{a.id}/original/")
+    assert resp["Content-Type"] == "application/octet-stream"
+    assert resp["Content-Disposition"].startswith("attachment")
+    assert resp["X-Content-Type-Options"] == "nosniff"
+
+
+def test_it_deletes_an_analysis_and_its_files(alice_client, alice, settings):
+    a = make_analysis(alice, status=Status.DONE)
+    a.annotated.save("annotated.mp4", ContentFile(b"v"))
+    paths = [a.original.path, a.annotated.path]
+    resp = alice_client.post(f"/analyses/{a.id}/delete/")
+    assert resp.status_code == 302
+    assert not Analysis.objects.exists()
+    import os
+
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_it_filters_and_searches_the_history(alice_client, alice):
+    make_analysis(
+        alice,
+        original_name="beach.mp4",
+        status=Status.DONE,
+        verdict={"label": "fake", "confidence": 0.9},
+        verdict_label="fake",
+    )
+    make_analysis(alice, original_name="office.mp4", status=Status.FAILED, error="bad")
+    body = alice_client.get("/?q=beach").content.decode()
+    assert "beach.mp4" in body and "office.mp4" not in body
+    body = alice_client.get("/?status=failed").content.decode()
+    assert "office.mp4" in body and "beach.mp4" not in body
+    body = alice_client.get("/?verdict=fake").content.decode()
+    assert "beach.mp4" in body and "Fake 90%" in body
+
+
+def test_it_renders_the_result_page_with_the_current_state(alice_client, alice):
+    a = make_analysis(alice, status=Status.RUNNING, progress=42, stage="detecting")
+    body = alice_client.get(f"/analyses/{a.id}/").content.decode()
+    assert 'id="initial-state"' in body and '"progress": 42' in body and "clip.mp4" in body
+    assert alice_client.get(f"/analyses/{a.id}/state/").json()["progress"] == 42

@@ -1,0 +1,114 @@
+"""The plain function behind the Celery task, on a real clip and a real (tiny) model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.files.base import ContentFile
+
+from tests.webapp.conftest import make_analysis
+from webapp.analyses import services
+from webapp.analyses.models import Analysis, Status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("carol", password="pw-carol-123")
+
+
+def test_it_runs_an_analysis_to_done_with_one_result(owner, astro_clip, tiny_model_dir):
+    a = make_analysis(owner, astro_clip.read_bytes())
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    # The row holds the verdict, the report, the model version and the annotated video.
+    assert a.progress == 100 and a.stage == "done" and a.finished is not None
+    assert a.verdict["label"] in ("real", "fake", "uncertain")
+    assert a.report["video"]["frame_count"] == 30 and a.duration == pytest.approx(1.2)
+    assert a.model_version == "tiny-1"
+    assert a.annotated.size > 1000 and a.thumbnail
+    # Each transition is logged.
+    assert [(t.old, t.new) for t in a.transitions.all()] == [
+        ("queued", "running"),
+        ("running", "done"),
+    ]
+    # A second delivery of the same task changes nothing.
+    finished = a.finished
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    assert a.finished == finished and a.transitions.count() == 2
+
+
+def test_it_records_a_clear_failure_for_a_bad_file(owner, tiny_model_dir):
+    a = make_analysis(owner, b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    assert services.execute_analysis(str(a.id)) == Status.FAILED
+    a.refresh_from_db()
+    assert a.error_code in ("unreadable_video", "no_video_stream") and "video" in a.error
+
+
+def test_it_stops_and_cleans_up_when_cancelled_mid_run(
+    owner, astro_clip, tiny_model_dir, monkeypatch
+):
+    a = make_analysis(owner, astro_clip.read_bytes())
+    seen = []
+
+    def cancel_on_detect(analysis):
+        seen.append(analysis.stage)
+        if analysis.stage == "detecting":
+            Analysis.objects.filter(id=analysis.id).update(status=Status.CANCELLED)
+
+    monkeypatch.setattr(services, "publish_analysis", cancel_on_detect)
+    assert services.execute_analysis(str(a.id)) == Status.CANCELLED
+    a.refresh_from_db()
+    assert not a.annotated and "rendering" not in seen
+    assert not os.path.exists(
+        os.path.dirname(a.original.path).replace("uploads", "results")
+    ) or not os.listdir(os.path.dirname(a.original.path).replace("uploads", "results"))
+
+
+def test_it_ignores_a_job_whose_row_was_deleted(owner, tiny_model_dir):
+    a = make_analysis(owner)
+    a_id = str(a.id)
+    a.delete()
+    assert services.execute_analysis(a_id) == "missing"
+
+
+def test_it_takes_over_a_running_job_whose_worker_went_silent(owner, astro_clip, tiny_model_dir):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    a = make_analysis(owner, astro_clip.read_bytes(), status=Status.RUNNING, attempts=1)
+    Analysis.objects.filter(id=a.id).update(heartbeat=timezone.now() - timedelta(minutes=10))
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    assert a.attempts == 2
+
+
+def test_it_leaves_a_live_running_job_alone(owner, tiny_model_dir):
+    from django.utils import timezone
+
+    a = make_analysis(owner, status=Status.RUNNING, heartbeat=timezone.now(), attempts=1)
+    assert services.execute_analysis(str(a.id)) == Status.RUNNING
+
+
+def test_it_gives_up_after_too_many_attempts(owner, tiny_model_dir):
+    a = make_analysis(owner, status=Status.RUNNING, attempts=services.MAX_ATTEMPTS)
+    assert services.execute_analysis(str(a.id)) == Status.FAILED
+    a.refresh_from_db()
+    assert a.error_code == "too_many_attempts"
+
+
+def test_the_annotated_file_is_stored_through_the_storage_api(owner, astro_clip, tiny_model_dir):
+    a = make_analysis(owner, astro_clip.read_bytes())
+    a.annotated.save("stale.mp4", ContentFile(b"old"), save=True)
+    services.execute_analysis(str(a.id))
+    a.refresh_from_db()
+    assert a.annotated.name.endswith("annotated.mp4")

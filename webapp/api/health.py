@@ -1,0 +1,57 @@
+"""GET /health/: database, Redis, live workers and the active model version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+
+def _database() -> dict:
+    try:
+        with connection.cursor() as c:
+            c.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def _redis() -> dict:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def _workers() -> dict:
+    from worker.celery import app
+
+    try:
+        replies = app.control.ping(timeout=1.0) or []
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "count": 0, "error": type(exc).__name__}
+    names = sorted(name for reply in replies for name in reply)
+    return {"ok": bool(names), "count": len(names), "names": names}
+
+
+def _model() -> dict:
+    from webapp.training.registry import active_bundle_path
+
+    path = Path(active_bundle_path())
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        return {"ok": True, "name": meta.get("name"), "version": meta.get("version")}
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    checks = {"database": _database(), "redis": _redis(), "workers": _workers(), "model": _model()}
+    ok = all(c["ok"] for c in checks.values())
+    return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
