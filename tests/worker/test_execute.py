@@ -34,6 +34,14 @@ def test_it_runs_an_analysis_to_done_with_one_result(owner, astro_clip, tiny_mod
     assert a.report["video"]["frame_count"] == 30 and a.duration == pytest.approx(1.2)
     assert a.model_version == "tiny-1"
     assert a.annotated.size > 1000 and a.thumbnail
+    # The owner can fetch the face crops of each track.
+    from django.test import Client
+
+    c = Client()
+    c.force_login(owner)
+    resp = c.get(f"/analyses/{a.id}/faces/0.jpg")
+    assert resp.status_code == 200 and resp["Content-Type"] == "image/jpeg"
+    assert b"".join(resp.streaming_content)[:2] == b"\xff\xd8"
     # Each transition is logged.
     assert [(t.old, t.new) for t in a.transitions.all()] == [
         ("queued", "running"),

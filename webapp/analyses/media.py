@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from django.core.files.storage import default_storage
 from django.db.models.fields.files import FieldFile
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -27,9 +28,17 @@ def _iter(fh, start: int, length: int) -> Iterator[bytes]:
 
 
 def serve_file(
-    request: HttpRequest, field: FieldFile, content_type: str, download_name: str | None = None
+    request: HttpRequest,
+    field: FieldFile | str,
+    content_type: str,
+    download_name: str | None = None,
 ) -> HttpResponse:
-    size = field.size
+    """Stream a stored file (a FieldFile, or a name in the default storage)."""
+    if isinstance(field, str):
+        storage, name = default_storage, field
+    else:
+        storage, name = field.storage, field.name
+    size = storage.size(name)
     header = request.headers.get("Range", "").strip()
     start, end = 0, size - 1
     status = 200
@@ -50,7 +59,7 @@ def serve_file(
             return resp
         status = 206
     length = end - start + 1
-    fh = field.storage.open(field.name, "rb")
+    fh = storage.open(name, "rb")
     resp = StreamingHttpResponse(_iter(fh, start, length), status=status, content_type=content_type)
     resp["Content-Length"] = str(length)
     resp["Accept-Ranges"] = "bytes"

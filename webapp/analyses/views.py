@@ -150,7 +150,7 @@ def track_crops(request: HttpRequest, pk, track_id: int) -> HttpResponse:
     name = analysis.track_crop_name(track_id)
     if not default_storage.exists(name):
         return HttpResponse(status=404)
-    return serve_file(request, default_storage.open(name), "image/jpeg")
+    return serve_file(request, name, "image/jpeg")
 
 
 @login_required
