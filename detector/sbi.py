@@ -68,7 +68,7 @@ def face_mask(shape: tuple[int, int], points: np.ndarray | None, rng: random.Ran
     mask = np.zeros((h, w), np.uint8)
     if points is not None:
         cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 1)
-        x, y, bw, bh = cv2.boundingRect(points.astype(np.int32))
+        _, _, bw, bh = cv2.boundingRect(points.astype(np.int32))
         face = max(8, min(bw, bh))
     else:
         centre = (round(w / 2 + rng.uniform(-0.03, 0.03) * w), round(h * rng.uniform(0.5, 0.56)))
@@ -92,7 +92,8 @@ def face_mask(shape: tuple[int, int], points: np.ndarray | None, rng: random.Ran
         m /= m.max()
     # Keep only the core that stayed at full strength, then fade again: the fade now
     # starts inside the hull, and its width differs from the first blur.
-    m[m < 1] = 0
+    # (A tolerance, not == 1: float rounding must not punch holes in the core.)
+    m = (m >= 1 - 1e-3).astype(np.float32)
     if not m.any():
         m = mask.astype(np.float32)
     k2 = _odd(face * rng.uniform(0.03, 0.15))

@@ -77,7 +77,7 @@ class Stack:
         raise RuntimeError(f"daphne did not start; see {self.log_dir / 'web.log'}")
 
     def start_worker(
-        self, name: str = "w1", queues: str = "inference,training,default"
+        self, name: str = "w1", queues: str = "inference,training,default", beat: bool = False
     ) -> subprocess.Popen:
         log_path = self.log_dir / f"worker-{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
@@ -97,6 +97,7 @@ class Stack:
                 f"{name}-{self.port}@%h",
                 "--without-mingle",
                 "--without-gossip",
+                *(["-B", "-s", str(self.log_dir / f"beat-{name}")] if beat else []),
             ],
             cwd=ROOT,
             env=self.env,

@@ -108,7 +108,7 @@ def test_it_leaves_a_live_running_job_alone(owner, tiny_model_dir):
 
 
 def test_it_gives_up_after_too_many_attempts(owner, tiny_model_dir):
-    a = make_analysis(owner, status=Status.RUNNING, attempts=services.MAX_ATTEMPTS)
+    a = make_analysis(owner, status=Status.RUNNING, attempts=3)
     assert services.execute_analysis(str(a.id)) == Status.FAILED
     a.refresh_from_db()
     assert a.error_code == "too_many_attempts"

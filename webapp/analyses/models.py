@@ -31,6 +31,11 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class UserLabel(models.TextChoices):
+    REAL = "real", "Real"
+    FAKE = "fake", "Fake"
+
+
 ACTIVE = (Status.QUEUED, Status.RUNNING)
 VERDICT_LABELS = {
     "fake": "Fake",
@@ -63,6 +68,11 @@ class Analysis(models.Model):
     thumbnail = models.FileField(upload_to=result_path, max_length=300, blank=True)
     duration = models.FloatField(null=True, blank=True)
     model_version = models.CharField(max_length=64, blank=True, default="")
+    # The truth as the owner knows it, for retraining: "", "real" or "fake".
+    user_label = models.CharField(
+        max_length=8, choices=UserLabel.choices, blank=True, default="", db_index=True
+    )
+    labelled_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True, default="")
     created = models.DateTimeField(default=timezone.now, db_index=True)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
@@ -27,8 +29,7 @@ from webapp.live.publish import publish_analysis
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-STALE_AFTER = timedelta(seconds=90)
+DEFERRED = "deferred"
 _bundles: dict[tuple[str, float], ModelBundle] = {}
 
 
@@ -49,6 +50,59 @@ def get_bundle(path: str | None = None) -> ModelBundle:
     return _bundles[key]
 
 
+def stale_after() -> timedelta:
+    return timedelta(seconds=settings.VERITY_STALE_SECONDS)
+
+
+def reap_stale() -> dict[str, int]:
+    """Find jobs nobody is working on and put them right.
+
+    - running, worker silent for VERITY_STALE_SECONDS: re-queued (the worker died), or
+      failed with a reason after VERITY_MAX_ATTEMPTS attempts;
+    - queued, with no sign of life for as long: sent again (a broker that lost its
+      queue, e.g. Redis restarted without persistence). Duplicates are harmless: the
+      claim is a conditional update.
+    """
+    from worker.tasks import run_analysis
+
+    cutoff = timezone.now() - stale_after()
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    for a in Analysis.objects.filter(status=Status.RUNNING, heartbeat__lt=cutoff).defer("report"):
+        if a.attempts >= settings.VERITY_MAX_ATTEMPTS:
+            if a.transition(
+                Status.RUNNING,
+                Status.FAILED,
+                error="The analysis failed repeatedly (its worker stopped). Try again later.",
+                error_code="too_many_attempts",
+                stage="failed",
+            ):
+                counts["failed"] += 1
+                publish_analysis(a)
+        elif a.transition(
+            Status.RUNNING,
+            Status.QUEUED,
+            stage="queued",
+            progress=0,
+            heartbeat=timezone.now(),
+            error="Its worker stopped; queued again.",
+        ):
+            run_analysis.apply_async((str(a.id),))
+            counts["requeued"] += 1
+            publish_analysis(a)
+    resend_cutoff = timezone.now() - timedelta(seconds=settings.VERITY_RESEND_QUEUED_SECONDS)
+    for a in Analysis.objects.filter(status=Status.QUEUED, heartbeat__lt=resend_cutoff).only(
+        "id", "heartbeat"
+    ):
+        if Analysis.objects.filter(id=a.id, status=Status.QUEUED, heartbeat=a.heartbeat).update(
+            heartbeat=timezone.now()
+        ):
+            run_analysis.apply_async((str(a.id),))
+            counts["resent"] += 1
+    if any(counts.values()):
+        log.warning("reaper: %s", counts)
+    return counts
+
+
 def _claim(analysis: Analysis) -> bool:
     """Take the job: from queued, or from running when its worker went silent
     (the broker redelivered it after the worker died)."""
@@ -63,7 +117,7 @@ def _claim(analysis: Analysis) -> bool:
     )
     if analysis.transition(Status.QUEUED, Status.RUNNING, **fields):
         return True
-    stale = analysis.heartbeat is None or now - analysis.heartbeat > STALE_AFTER
+    stale = analysis.heartbeat is None or now - analysis.heartbeat > stale_after()
     if analysis.status == Status.RUNNING and stale:
         changed = Analysis.objects.filter(
             id=analysis.id, status=Status.RUNNING, heartbeat=analysis.heartbeat
@@ -101,6 +155,40 @@ class _Progress:
             raise Cancelled("The analysis was cancelled.")
         a.progress, a.stage = pct, stage
         publish_analysis(a)
+
+
+class _Heartbeat:
+    """Touches the row every few seconds while a job runs, so that the reaper can tell a
+    slow step (loading the model, one long batch) from a dead worker."""
+
+    def __init__(self, analysis_id) -> None:
+        self.analysis_id = analysis_id
+        self.interval = max(1.0, settings.VERITY_STALE_SECONDS / 4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{analysis_id}", daemon=True
+        )
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                Analysis.objects.filter(id=self.analysis_id, status=Status.RUNNING).update(
+                    heartbeat=timezone.now()
+                )
+        except Exception:  # noqa: BLE001 - a lost heartbeat only delays recovery
+            log.warning("heartbeat for %s stopped", self.analysis_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def _local_copy(analysis: Analysis, tmp: Path) -> Path:
@@ -148,7 +236,7 @@ def execute_analysis(analysis_id: str) -> str:
         return "missing"
     if analysis.status in FINISHED:
         return analysis.status
-    if analysis.attempts >= MAX_ATTEMPTS and analysis.status == Status.RUNNING:
+    if analysis.attempts >= settings.VERITY_MAX_ATTEMPTS and analysis.status == Status.RUNNING:
         analysis.transition(
             Status.RUNNING,
             Status.FAILED,
@@ -157,11 +245,16 @@ def execute_analysis(analysis_id: str) -> str:
         )
         publish_analysis(analysis)
         return analysis.status
+    running = Analysis.objects.filter(owner_id=analysis.owner_id, status=Status.RUNNING).exclude(
+        id=analysis.id
+    )
+    if analysis.status == Status.QUEUED and running.count() >= settings.VERITY_MAX_RUNNING_PER_USER:
+        return DEFERRED
     if not _claim(analysis):
         return analysis.status
     publish_analysis(analysis)
     log.info("analysis %s: started (attempt %s)", analysis.id, analysis.attempts)
-    with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir, _Heartbeat(analysis.id):
         tmp = Path(tmpdir)
         out_video = tmp / "annotated.mp4"
         try:
@@ -196,6 +289,15 @@ def execute_analysis(analysis_id: str) -> str:
             if not done:
                 # Cancelled while we were saving: drop what we produced.
                 analysis.delete_result_files()
+        except SoftTimeLimitExceeded:
+            analysis.transition(
+                Status.RUNNING,
+                Status.FAILED,
+                error="The analysis took longer than its time limit and was stopped. Try a shorter clip.",
+                error_code="time_limit",
+                stage="failed",
+            )
+            analysis.delete_result_files()
         except Cancelled:
             log.info("analysis %s: cancelled", analysis.id)
             analysis.delete_result_files()

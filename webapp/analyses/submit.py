@@ -7,6 +7,7 @@ from pathlib import PurePath
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from webapp.analyses.models import ACTIVE, Analysis
 from webapp.analyses.validation import RejectedUpload, validate_upload
@@ -31,7 +32,6 @@ def create_analysis(user, upload: UploadedFile) -> Analysis:
             f"You already have {active} analyses waiting or running (the limit is "
             f"{settings.VERITY_MAX_QUEUED_PER_USER}). Wait for one to finish or cancel one."
         )
-    from worker.tasks import run_analysis
 
     with transaction.atomic():
         analysis = Analysis(
@@ -43,15 +43,40 @@ def create_analysis(user, upload: UploadedFile) -> Analysis:
         analysis.original.save(upload.name or "upload", upload, save=False)
         analysis.save()
         analysis.transitions.create(old="", new="queued")
-        # Enqueue only once the row is committed, so the worker can see it.
-        run_analysis.delay_on_commit(str(analysis.id))
+        enqueue(analysis)
     return analysis
+
+
+def time_limits(duration: float | None) -> tuple[int, int]:
+    """(soft, hard) seconds for a clip: a base for model load and sampling, plus the
+    rendering of every frame, which grows with length."""
+    soft = int(300 + 3 * (duration or 600))
+    return soft, soft + 60
+
+
+def clip_duration(analysis: Analysis) -> float | None:
+    """Best-effort length of the stored clip; None if it cannot be read here (the worker
+    will report why)."""
+    from detector.errors import DetectorError
+    from detector.video import probe
+
+    try:
+        return probe(analysis.original.path).duration
+    except (DetectorError, NotImplementedError, OSError, ValueError):
+        return None
+
+
+def enqueue(analysis: Analysis) -> None:
+    """Send the job once the transaction commits, so the worker can see the row."""
+    from worker.tasks import run_analysis
+
+    soft, hard = time_limits(clip_duration(analysis))
+    run_analysis.apply_async_on_commit((str(analysis.id),), soft_time_limit=soft, time_limit=hard)
 
 
 def rerun_analysis(analysis: Analysis) -> None:
     """Queue a finished analysis again with the current model; old results are dropped."""
     from webapp.analyses.models import FINISHED, Status
-    from worker.tasks import run_analysis
 
     if analysis.status not in FINISHED:
         raise RejectedUpload("Only a finished analysis can be re-run.")
@@ -71,9 +96,10 @@ def rerun_analysis(analysis: Analysis) -> None:
             thumbnail="",
             finished=None,
             attempts=0,
+            heartbeat=timezone.now(),
         ):
             raise RejectedUpload("Only a finished analysis can be re-run.")
-        run_analysis.delay_on_commit(str(analysis.id))
+        enqueue(analysis)
 
 
 def delete_analysis(analysis: Analysis) -> None:

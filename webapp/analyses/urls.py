@@ -16,6 +16,7 @@ urlpatterns = [
     path("analyses/<uuid:pk>/delete/", views.delete, name="delete"),
     path("analyses/<uuid:pk>/cancel/", views.cancel, name="cancel"),
     path("analyses/<uuid:pk>/rerun/", views.rerun, name="rerun"),
+    path("analyses/<uuid:pk>/label/", views.label, name="label"),
     path("analyses/<uuid:pk>/thumbnail.jpg", views.thumbnail, name="thumbnail"),
     path("analyses/<uuid:pk>/faces/<int:track_id>.jpg", views.track_crops, name="track_crops"),
 ]

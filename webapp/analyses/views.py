@@ -7,10 +7,11 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from webapp.analyses.media import serve_file
-from webapp.analyses.models import ACTIVE, VERDICT_LABELS, Analysis, Status
+from webapp.analyses.models import ACTIVE, VERDICT_LABELS, Analysis, Status, UserLabel
 from webapp.analyses.submit import create_analysis, delete_analysis, rerun_analysis
 from webapp.analyses.validation import RejectedUpload
 from webapp.live.publish import publish_analysis
@@ -173,4 +174,25 @@ def cancel(request: HttpRequest, pk) -> HttpResponse:
     ):
         publish_analysis(analysis)
         messages.success(request, "Analysis cancelled.")
+    return redirect("analyses:detail", pk=analysis.id)
+
+
+@login_required
+@require_POST
+def label(request: HttpRequest, pk) -> HttpResponse:
+    """The owner records the truth about a finished clip; staff may train on it."""
+    analysis = _own(request, pk)
+    value = request.POST.get("label", "")
+    if value not in ("", *UserLabel.values):
+        return HttpResponse("The label must be real or fake.", status=400)
+    if analysis.status != Status.DONE:
+        messages.error(request, "Only a finished analysis can be labelled.")
+        return redirect("analyses:detail", pk=analysis.id)
+    Analysis.objects.filter(id=analysis.id).update(
+        user_label=value, labelled_at=timezone.now() if value else None
+    )
+    if value:
+        messages.success(request, f"Thank you: this clip is recorded as {value}.")
+    else:
+        messages.success(request, "Your label is removed.")
     return redirect("analyses:detail", pk=analysis.id)

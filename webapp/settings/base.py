@@ -116,7 +116,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10_485_760
 VERITY_MAX_UPLOAD_BYTES = env.int("VERITY_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
 VERITY_FRAMES = env.int("VERITY_FRAMES", default=32)
 VERITY_MODEL_DIR = env.str("VERITY_MODEL_DIR", default=str(BASE_DIR / "models" / "default"))
+# Fair use: analyses a user may have waiting or running, and running at once.
 VERITY_MAX_QUEUED_PER_USER = env.int("VERITY_MAX_QUEUED_PER_USER", default=10)
+VERITY_MAX_RUNNING_PER_USER = env.int("VERITY_MAX_RUNNING_PER_USER", default=2)
+# A running job whose worker has been silent this long is presumed dead and re-queued,
+# up to VERITY_MAX_ATTEMPTS attempts; the reaper looks every VERITY_REAPER_INTERVAL seconds.
+VERITY_STALE_SECONDS = env.int("VERITY_STALE_SECONDS", default=90)
+VERITY_MAX_ATTEMPTS = env.int("VERITY_MAX_ATTEMPTS", default=3)
+VERITY_REAPER_INTERVAL = env.float("VERITY_REAPER_INTERVAL", default=30.0)
+# A queued job untouched this long is sent again (the broker may have lost it).
+VERITY_RESEND_QUEUED_SECONDS = env.int("VERITY_RESEND_QUEUED_SECONDS", default=600)
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from webapp.settings.base import *  # noqa: F403
 from webapp.settings.base import VAR_DIR, env
@@ -39,7 +40,7 @@ else:
     }
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-MEDIA_ROOT = VAR_DIR / "test-media"
+MEDIA_ROOT = Path(env.str("VERITY_MEDIA_ROOT", default=str(VAR_DIR / "test-media")))
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 
