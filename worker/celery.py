@@ -22,5 +22,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(q.value) for q in CeleryQueue]
 app.conf.task_routes = {
     "worker.tasks.run_analysis": {"queue": CeleryQueue.INFERENCE.value},
+    "worker.tasks.run_training": {"queue": CeleryQueue.TRAINING.value},
+}
+app.conf.beat_schedule = {
+    # Finds jobs whose worker died (or whose message Redis lost) and re-queues or fails them.
+    "reap-stale-analyses": {
+        "task": "worker.tasks.reap_stale_analyses",
+        "schedule": float(os.environ.get("VERITY_REAPER_INTERVAL", "30")),
+        "options": {"queue": CeleryQueue.DEFAULT.value, "expires": 60},
+    },
 }
 app.autodiscover_tasks(["worker"])

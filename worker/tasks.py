@@ -12,10 +12,43 @@ from worker.celery import CeleryQueue
     queue=CeleryQueue.INFERENCE.value,
     acks_late=True,
     reject_on_worker_lost=True,
+    # Defaults; each send sets limits scaled to the clip's length (submit.time_limits).
     soft_time_limit=30 * 60,
     time_limit=32 * 60,
 )
 def run_analysis(analysis_id: str) -> str:
-    from webapp.analyses.services import execute_analysis
+    from webapp.analyses.services import DEFERRED, execute_analysis
 
-    return execute_analysis(analysis_id)
+    outcome = execute_analysis(analysis_id)
+    if outcome == DEFERRED:
+        # The owner is at their running limit: try again shortly, without holding the worker.
+        run_analysis.apply_async((analysis_id,), countdown=5)
+    return outcome
+
+
+@shared_task(name="worker.tasks.reap_stale_analyses", queue=CeleryQueue.DEFAULT.value)
+def reap_stale_analyses() -> dict[str, int]:
+    from webapp.analyses.services import reap_stale
+
+    return reap_stale()
+
+
+@shared_task(
+    bind=True,
+    name="worker.tasks.run_training",
+    queue=CeleryQueue.TRAINING.value,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=12 * 3600,
+    time_limit=12 * 3600 + 600,
+    max_retries=None,
+)
+def run_training(self, run_id: int) -> str:
+    from webapp.training.services import BUSY, STALE_AFTER, execute_training_run
+
+    outcome = execute_training_run(run_id)
+    if outcome == BUSY:
+        # Another delivery is training it (or its worker just died): look again once a
+        # dead worker's heartbeat would have gone stale.
+        raise self.retry(countdown=int(STALE_AFTER.total_seconds()) + 30)
+    return outcome
