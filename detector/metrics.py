@@ -60,7 +60,10 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict[str, Any]:
     return {
         "n": int(len(y_true)),
         "accuracy": (c["tp"] + c["tn"]) / total,
-        "balanced_accuracy": (recall + tnr) / 2,
+        # With one class present, the mean of its own rate (not an average with a 0).
+        "balanced_accuracy": (recall + tnr) / 2
+        if (c["tp"] + c["fn"]) and (c["tn"] + c["fp"])
+        else (recall if c["tp"] + c["fn"] else tnr),
         "precision": precision,
         "recall": recall,
         "f1": f1,

@@ -129,10 +129,10 @@ class ModelBundle:
         except json.JSONDecodeError as exc:
             raise BundleMismatch(f"meta.json in {path} is not valid JSON: {exc}") from exc
         meta.validate()
-        model = build_xception(int(meta.input_size))
         weights_file = path / "weights.npz"
         if not weights_file.exists():
             raise BundleMismatch(f"No weights.npz in {path}.")
+        model = build_xception(int(meta.input_size))
         with np.load(weights_file) as data:
             arrays = [data[f"w{i}"].astype("float32") for i in range(len(data.files))]
         expected = model.get_weights()

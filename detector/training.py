@@ -109,23 +109,37 @@ def folder_items(root: str | Path, name: str | None = None) -> list[Item]:
 
 
 def ffpp_items(root: str | Path, compression: str = "c40") -> list[Item]:
-    """The FaceForensics++ layout. A manipulated clip `A_B` shares group `A` with its
-    original `A`, so both land in the same split: no identity leaks across splits."""
+    """The FaceForensics++ layout. A manipulated clip `A_B` shows A's scene with B's
+    face, so A, B and every clip that involves either share one group: no identity
+    appears on both sides of a split (connected components over the pairs)."""
     root = Path(root)
-    items = []
+    raw: list[tuple[Path, int, str, list[str]]] = []
     orig = root / "original_sequences" / "youtube" / compression / "videos"
     for p in sorted(orig.glob("*.mp4")):
-        items.append(Item(str(p), 0, "ffpp:original", f"ffpp/{p.stem}", "video"))
+        raw.append((p, 0, "ffpp:original", [p.stem]))
     for method in FFPP_METHODS:
         d = root / "manipulated_sequences" / method / compression / "videos"
         for p in sorted(d.glob("*.mp4")):
-            target = p.stem.split("_")[0]
-            items.append(Item(str(p), 1, f"ffpp:{method}", f"ffpp/{target}", "video"))
-    if not items:
+            raw.append((p, 1, f"ffpp:{method}", p.stem.split("_")[:2]))
+    if not raw:
         raise ValueError(
             f"{root} is not in the FaceForensics++ layout (no videos under original_sequences/ or manipulated_sequences/)"
         )
-    return items
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for _p, _l, _s, ids in raw:
+        for other in ids[1:]:
+            ra, rb = find(ids[0]), find(other)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return [Item(str(p), label, src, f"ffpp/{find(ids[0])}", "video") for p, label, src, ids in raw]
 
 
 def csv_items(csv_path: str | Path) -> list[Item]:
@@ -449,6 +463,10 @@ def recalibrate_batchnorm(
     for bn in bns:
         bn.momentum = 0.9
     rng = np.random.default_rng(seed)
+    # Enough batches for the 0.9 momentum to forget the stale averages (0.9^60 < 0.002),
+    # but no more passes than the data justifies on tiny sets.
+    if batches is None:
+        batches = int(min(60, max(6, np.ceil(2 * len(data) / batch_size))))
     for _ in range(batches):
         idx = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
         model(preprocess(data.x[idx]), training=True)
@@ -456,30 +474,43 @@ def recalibrate_batchnorm(
         bn.momentum = m
 
 
-def fit_platt(y: np.ndarray, p: np.ndarray, iters: int = 500) -> tuple[float, float]:
+def fit_platt(y: np.ndarray, p: np.ndarray, iters: int = 100) -> tuple[float, float]:
     """Platt scaling: p' = sigmoid(a * logit(p) + b), fitted by Newton's method on
-    validation data, so that the reported confidence means what it says."""
+    validation data, so that the reported confidence means what it says.
+
+    Uses Platt's smoothed targets and a small ridge so that a separable validation set
+    gives a steep but finite slope (capped), never an overflow.
+    """
     y = np.asarray(y, dtype=np.float64)
+    n_pos, n_neg = float((y == 1).sum()), float((y == 0).sum())
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     z = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
     a, b = 1.0, 0.0
+    ridge = 1e-3 * len(y)
     for _ in range(iters):
-        q = 1 / (1 + np.exp(-(a * z + b)))
-        g = np.array([np.sum((q - y) * z), np.sum(q - y)])
+        q = 1 / (1 + np.exp(-np.clip(a * z + b, -50, 50)))
+        g = np.array([np.sum((q - t) * z) + ridge * (a - 1), np.sum(q - t)])
         w = q * (1 - q) + 1e-9
         h = np.array(
-            [[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]
-        ) + 1e-6 * np.eye(2)
+            [[np.sum(w * z * z) + ridge, np.sum(w * z)], [np.sum(w * z), np.sum(w)]]
+        ) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, g)
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-8:
             break
-    return float(a), float(b)
+    a = float(np.clip(a, 0.05, 20.0))
+    return a, float(np.clip(b, -20.0, 20.0))
 
 
 def finalize(bundle: ModelBundle, train_set: FaceSet, val_set: FaceSet, seed: int = 0) -> None:
     """After training: precise BN, Platt calibration and the threshold, all from data the
     weights were not fitted on except BN statistics (training faces)."""
     recalibrate_batchnorm(bundle.model, train_set, seed=seed)
+    if bundle.meta.weights_dtype == "float16":
+        # Fit calibration and threshold on exactly the weights that will ship.
+        bundle.model.set_weights(
+            [w.astype(np.float16).astype(np.float32) for w in bundle.model.get_weights()]
+        )
     bundle.meta.calibration = None
     bundle._fn = None
     raw = bundle.predict(val_set.x)

@@ -117,8 +117,10 @@ def test_it_splits_faceforensics_by_video_without_leakage(tmp_path):
     for method in ("Deepfakes", "FaceSwap"):
         d = root / "manipulated_sequences" / method / "c40" / "videos"
         d.mkdir(parents=True)
-        for a, b in zip(ids, ids[1:] + ids[:1], strict=True):
+        # As in FaceForensics++: ids come in pairs, swapped both ways (183_253, 253_183).
+        for a, b in zip(ids[0::2], ids[1::2], strict=True):
             shutil.copy(clip, d / f"{a}_{b}.mp4")
+            shutil.copy(clip, d / f"{b}_{a}.mp4")
     # A compression level that is not there is not silently mixed in.
     (root / "original_sequences" / "youtube" / "c23" / "videos").mkdir(parents=True)
     shutil.copy(clip, root / "original_sequences" / "youtube" / "c23" / "videos" / "999.mp4")
@@ -132,11 +134,13 @@ def test_it_splits_faceforensics_by_video_without_leakage(tmp_path):
     assert {it.source for it in items if it.label == 1} == {"ffpp:Deepfakes", "ffpp:FaceSwap"}
     assert not any("999" in it.path for it in items)
 
-    # A manipulated clip A_B belongs to the group of its target A, with the original A.
+    # A manipulated clip A_B shares one group with the originals A and B (both faces).
     by_name = {Path(it.path).stem + ":" + it.source: it for it in items}
     assert by_name["183:ffpp:original"].group == "ffpp/183"
+    assert by_name["253:ffpp:original"].group == "ffpp/183"
     assert by_name["183_253:ffpp:Deepfakes"].group == "ffpp/183"
-    assert by_name["183_253:ffpp:FaceSwap"].group == "ffpp/183"
+    assert by_name["253_183:ffpp:FaceSwap"].group == "ffpp/183"
+    assert by_name["000:ffpp:original"].group != by_name["020:ffpp:original"].group
 
     # All items of a group land in one split, and no group appears in two splits.
     splits: dict[str, set[str]] = {}
@@ -472,3 +476,20 @@ def test_it_extracts_faces_from_a_folder_with_the_cli(tmp_path):
     sbi = faces.sources == "sbi:faces:tiny"
     assert sbi.sum() == 3 and (faces.y[sbi] == 1).all()
     assert sorted(faces.groups[sbi].tolist()) == ["tiny/r0", "tiny/r1", "tiny/r2"]
+
+
+def test_it_calibrates_scores_without_blowing_up_on_separable_data():
+    import warnings
+
+    from detector.training import fit_platt
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.45, 0.46, 0.47, 0.48, 0.49, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = fit_platt(y, p)
+    # A steep but finite slope that spreads the squeezed scores apart, in order.
+    assert 1 < a <= 20 and np.isfinite(b)
+    z = np.log(p / (1 - p))
+    q = 1 / (1 + np.exp(-(a * z + b)))
+    assert np.all(np.diff(q) > 0) and q[0] < 0.5 < q[-1]
