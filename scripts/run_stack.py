@@ -84,6 +84,7 @@ def start_private_redis(procs: list[subprocess.Popen]) -> str:
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+    (ROOT / "var").mkdir(exist_ok=True)
     host, port = env.get("VERITY_HOST", "127.0.0.1"), env.get("VERITY_PORT", "8000")
     procs: list[subprocess.Popen] = []
     redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -113,6 +114,10 @@ def main() -> None:
                 "INFO",
                 "-n",
                 "verity@%h",
+                # -B: the periodic reaper that re-queues jobs whose worker died.
+                "-B",
+                "-s",
+                str(ROOT / "var" / "celerybeat-schedule"),
             ],
             cwd=ROOT,
             env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -27,7 +28,8 @@ elif _answers("127.0.0.1", 5432):
             "USER": "postgres",
             "HOST": "127.0.0.1",
             "PORT": 5432,
-            "TEST": {"NAME": env.str("VERITY_TEST_DB", default="test_verity")},
+            # One database per test run, so that concurrent runs never collide.
+            "TEST": {"NAME": env.str("VERITY_TEST_DB", default=f"test_verity_{os.getpid()}")},
         }
     }
 else:
@@ -35,7 +37,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "test.sqlite3"),
-            "TEST": {"NAME": str(VAR_DIR / "test-db.sqlite3")},
+            "TEST": {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")},
         }
     }
 DEBUG = False
