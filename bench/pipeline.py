@@ -70,7 +70,9 @@ def bundle_for(size: int, tmp: Path, model: str | None):
     if model:
         return ModelBundle.load(model), model
     path = tmp / f"x{size}"
-    ModelBundle(BundleMeta(name="bench", version=f"x{size}", input_size=size), build_xception(size)).save(path)
+    ModelBundle(
+        BundleMeta(name="bench", version=f"x{size}", input_size=size), build_xception(size)
+    ).save(path)
     return ModelBundle.load(path), str(path)
 
 
@@ -90,17 +92,32 @@ def main() -> None:
         sizes = [None] if args.model else [int(s) for s in args.sizes.split(",")]
         for size in sizes:
             bundle, path = bundle_for(size, tmp, args.model)
-            cold = float(subprocess.run([sys.executable, "-c", COLD.format(root=str(ROOT), bundle=path)], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            cold = float(
+                subprocess.run(
+                    [sys.executable, "-c", COLD.format(root=str(ROOT), bundle=path)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             bundle.warm_up()
             analyse_video(clip, bundle, Options(), output_video=tmp / "warm.mp4")  # warm caches
-            runs = [analyse_video(clip, bundle, Options(), output_video=tmp / "out.mp4").timings for _ in range(2)]
+            runs = [
+                analyse_video(clip, bundle, Options(), output_video=tmp / "out.mp4").timings
+                for _ in range(2)
+            ]
             best = min(runs, key=lambda r: r["total"])
             naive_s, naive_n = naive(clip, bundle, args.naive_frames)
             naive_total = naive_s * 300 / naive_n
             rows.append(
                 {
                     "input": bundle.input_size,
-                    **{k: best.get(k, 0.0) for k in ("read", "detect", "classify", "render", "total")},
+                    **{
+                        k: best.get(k, 0.0)
+                        for k in ("read", "detect", "classify", "render", "total")
+                    },
                     "cold_start": cold,
                     "naive": naive_total,
                     "speedup": naive_total / best["total"],
@@ -115,7 +132,9 @@ def main() -> None:
             f"{r['input']:>5} | {r['read']:>5.2f} | {r['detect']:>6.2f} | {r['classify']:>8.2f} | {r['render']:>6.2f} | "
             f"{r['total']:>6.2f} | {r['cold_start']:>10.2f} | {r['naive']:>10.1f} | {r['speedup']:>7.1f}x | {r['peak_rss_gib']:>6.2f} GiB"
         )
-    print("(seconds; 10 s 1280x720 30 fps clip, 32 sampled frames, annotated H.264 output of all 300 frames)")
+    print(
+        "(seconds; 10 s 1280x720 30 fps clip, 32 sampled frames, annotated H.264 output of all 300 frames)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
