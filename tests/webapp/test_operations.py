@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_reports_health_of_database_redis_workers_and_model(client, tiny_model_dir):
+    resp = client.get("/health/")
+    body = resp.json()
+    # Database and Redis answer; the active model is named; with no worker running, 503.
+    assert body["database"]["ok"] and body["redis"]["ok"]
+    assert body["model"] == {"ok": True, "name": "tiny", "version": "tiny-1"}
+    assert "count" in body["workers"]
+    assert resp.status_code == (200 if body["workers"]["ok"] else 503)
+
+
+def test_it_creates_the_first_staff_account_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VERITY_ADMIN_USERNAME", "chief")
+    monkeypatch.setenv("VERITY_ADMIN_PASSWORD", "a-long-pass-1234")
+    out = io.StringIO()
+    call_command("ensure_staff", stdout=out)
+    user = get_user_model().objects.get(username="chief")
+    assert user.is_staff and user.check_password("a-long-pass-1234")
+    assert "Sign in at http://127.0.0.1:8000/accounts/login/" in out.getvalue()
+    # Run again: nothing new, and it says who can sign in.
+    out = io.StringIO()
+    call_command("ensure_staff", stdout=out)
+    assert get_user_model().objects.filter(is_staff=True).count() == 1 and "chief" in out.getvalue()
+
+
+def test_it_generates_and_prints_a_password_without_a_terminal(monkeypatch):
+    monkeypatch.delenv("VERITY_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    out = io.StringIO()
+    call_command("ensure_staff", stdout=out)
+    printed = out.getvalue().split("Generated password (shown once): ")[1].split()[0]
+    assert get_user_model().objects.get(username="admin").check_password(printed)
+
+
+def test_it_limits_queued_analyses_per_user_with_a_clear_message(
+    client, settings, astro_clip, django_user_model
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.VERITY_MAX_QUEUED_PER_USER = 2
+    users = [
+        django_user_model.objects.create_user(n, password="pw-12345678")
+        for n in ("ann", "ben", "cid")
+    ]
+
+    def upload(user):
+        client.force_login(user)
+        return client.post(
+            "/analyses/new/",
+            {"file": SimpleUploadedFile("c.mp4", astro_clip.read_bytes())},
+            HTTP_ACCEPT="application/json",
+        )
+
+    # Two users each go over their limit and are told why.
+    for user in users[:2]:
+        assert [upload(user).status_code for _ in range(2)] == [201, 201]
+        over = upload(user)
+        assert over.status_code == 400 and "limit is 2" in over.json()["error"]
+    # Another user is unaffected.
+    assert upload(users[2]).status_code == 201
