@@ -1,0 +1,163 @@
+"""Stage 2 of the shipped default model: fine-tune the MesoNet baseline on a mix chosen
+for generalisation. Reads ../shared/data at run time; nothing from it is committed.
+
+    PYTHONPATH=. .venv/bin/python scripts/train_default.py
+
+Why this mix: a model trained on one deepfake set learns that set's fingerprints (its
+compression, its resolution) and is at chance elsewhere; the baseline measured exactly
+that. Self-blended images (SBI) made from real faces of every real source put each of
+those sources on both sides of the label, so "which dataset is this" stops predicting
+"fake", and the blending traces they teach are shared by face swaps in general.
+
+Training: MesoNet (train split), FaceForensics++ c40 identity group {183, 253} (all
+four methods), real faces from LFW (first 600 images) and from the real talking-head
+clips, and SBI fakes from all of those reals.
+Held out, never trained on: FaceForensics++ c40 group {469, 481} (scored per video),
+the FaceForensics++ c23 pair, CIPLab Photoshop composites, StyleGAN3 faces against
+unseen LFW and celebrity portraits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detector import training
+from detector.model import ModelBundle
+from detector.sbi import self_blended_set
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAIN_FFPP = {"ffpp/183"}  # the union-find group of 183 and 253
+
+
+def cached(path: Path, make) -> training.FaceSet:
+    if path.exists():
+        return training.FaceSet.load(path)
+    t = time.time()
+    fs = make()
+    fs.save(path)
+    print(f"{path.name}: {len(fs)} faces in {time.time() - t:.0f}s", flush=True)
+    return fs
+
+
+def summary(name: str, result: dict) -> dict:
+    out = {k: result["frame"][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc", "precision", "recall")}
+    if "video" in result:
+        out["video"] = {k: result["video"][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc")}
+    print(name, json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--parent", default="models/default")
+    ap.add_argument("--work", default="var/training/default")
+    ap.add_argument("--out", default="var/models/default-v2")
+    ap.add_argument("--version", default="2.0")
+    args = ap.parse_args()
+    s = args.size
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    meso = training.FaceSet.load(f"var/training/baseline/faces-{s}.npz")
+    lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
+    ffpp = cached(work / f"ffpp-{s}.npz", lambda: training.extract_faces(training.ffpp_items(DATA / "ffpp-c40"), s, frames_per_video=32))
+    lfw_train = cached(work / f"lfw-train-{s}.npz", lambda: training.extract_faces(lfw_items[:600], s))
+    clips = cached(work / f"clips-real-{s}.npz", lambda: training.extract_faces(training.folder_items(DATA / "clips", "clips"), s, frames_per_video=12))
+
+    # Splits: MesoNet by file hash as in stage 1; FF++ by identity group.
+    meso_split = np.array([training.split_of(g, val=0.15, test=0.0) for g in meso.groups])
+    ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
+    reals = training.FaceSet.concat([lfw_train, clips, ffpp.subset(ffpp_train & (ffpp.y == 0))])
+    rng = random.Random(7)
+    meso_reals = meso.subset((meso_split == "train") & (meso.y == 0))
+    pick = np.array(sorted(rng.sample(range(len(meso_reals)), 1200)))
+    sbi = cached(work / f"sbi-{s}.npz", lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals.subset(pick)]), seed=7))
+
+    pool = training.FaceSet.concat([meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi])
+    # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
+    other = np.array([not g.startswith("mesonet/") for g in pool.groups])
+    val_mask = other & np.array([training.split_of(g, seed=3, val=0.15, test=0.0) == "val" for g in pool.groups])
+    train_set = pool.subset(~val_mask)
+    val_set = training.FaceSet.concat([pool.subset(val_mask), meso.subset(meso_split == "val")])
+    print(f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)", flush=True)
+
+    parent = ModelBundle.load(args.parent)
+    cfg = training.TrainConfig(
+        input_size=s,
+        epochs=args.epochs,
+        batch_size=16,
+        learning_rate=args.lr,
+        steps_per_epoch=args.steps,
+        fine_tune_from=args.parent,
+        patience=2,
+        extra={
+            "stage": 2,
+            "parent_version": parent.meta.version,
+            "sources": sorted(set(train_set.sources.tolist())),
+            "command": "PYTHONPATH=. .venv/bin/python scripts/train_default.py",
+        },
+    )
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
+
+    bundle, history = training.train(train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version)
+    bundle.meta.parent = parent.meta.version
+    out = Path(args.out)
+    bundle.save(out)
+    bundle = ModelBundle.load(out)  # measure what ships
+
+    # ---- held-out sources, never trained on ----
+    held = {}
+    thr = bundle.meta.threshold
+    ffpp_test = ffpp.subset(~ffpp_train)
+    held["ffpp_c40_unseen_identities"] = summary("ffpp c40 469/481", training.evaluate_scores(ffpp_test, bundle.predict(ffpp_test.x), thr))
+    pair = cached(
+        work / f"ffpp-c23-pair-{s}.npz",
+        lambda: training.extract_faces(
+            [
+                training.Item(str(DATA / "clips/pairs/ffpp-c23/real.mp4"), 0, "ffpp-c23:original", "c23/real", "video"),
+                training.Item(str(DATA / "clips/pairs/ffpp-c23/fake.mp4"), 1, "ffpp-c23:manipulated", "c23/fake", "video"),
+            ],
+            s,
+            frames_per_video=32,
+        ),
+    )
+    held["ffpp_c23_pair"] = summary("ffpp c23 pair", training.evaluate_scores(pair, bundle.predict(pair.x), thr))
+    cip = cached(work / f"ciplab-{s}.npz", lambda: training.extract_faces(training.folder_items(DATA / "faces" / "ciplab", "ciplab"), s))
+    held["ciplab"] = summary("ciplab", training.evaluate_scores(cip, bundle.predict(cip.x), thr))
+    gan = cached(
+        work / f"gan-{s}.npz",
+        lambda: training.FaceSet.concat(
+            [
+                training.extract_faces(training.folder_items(DATA / "faces" / "stylegan3", "stylegan3"), s),
+                training.extract_faces(lfw_items[600:], s),
+                training.extract_faces(
+                    [training.Item(str(p), 0, "faces:celebrities", f"celeb/{p.stem}") for p in sorted((DATA / "images" / "celebrities").glob("*.jpg"))], s
+                ),
+            ]
+        ),
+    )
+    held["stylegan3_vs_unseen_reals"] = summary("stylegan3 vs unseen reals", training.evaluate_scores(gan, bundle.predict(gan.x), thr))
+    everything = training.FaceSet.concat([ffpp_test, pair, cip, gan])
+    all_scores = bundle.predict(everything.x)
+    held["all_unseen"] = summary("all unseen", training.evaluate_scores(everything, all_scores, thr))
+    bundle.meta.metrics["held_out"] = held
+    bundle.save(out)
+    training.save_curves(history, (everything.y, all_scores), work / "curves")
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
