@@ -83,6 +83,10 @@ class FaceDetector:
                 str(models_file("mmod_human_face_detector.dat"))
             )
 
+    def clone(self) -> FaceDetector:
+        """A detector of the same kind for another thread."""
+        return FaceDetector(self.mode, self.max_side)
+
     def upsample_for(self, width: int, height: int) -> int:
         # HOG finds faces of ~80 px and up; small frames need one upsampling pass.
         return 1 if max(width, height) <= 720 else 0
