@@ -132,3 +132,26 @@ def test_it_handles_one_frame_clips(tmp_path, tiny_bundle, k):
     report = analyse_video(clip, tiny_bundle, output_video=out)
     assert report.video.frame_count == k
     assert read_all(out)[0] == k
+
+
+def test_it_boxes_faces_on_frames_between_samples(tmp_path, tiny_bundle):
+    from detector.pipeline import AMBER, GREEN, RED, Options
+    from detector.video import iter_frames
+    from tests.media import moving_frames
+
+    clip = write_clip(tmp_path / "sparse.mp4", moving_frames(60))
+    out = tmp_path / "sparse-out.mp4"
+    report = analyse_video(clip, tiny_bundle, Options(frames=6), output_video=out)
+    sampled = {f.index for f in report.frames}
+    colour = {"fake": RED, "real": GREEN}.get(report.tracks[0].label, AMBER)
+    l, t, r, b = report.tracks[0].box
+    # A frame that was never sampled still shows the box (interpolated), in the track's colour.
+    for i, _t, img in iter_frames(out):
+        if i in sampled or i < min(sampled) or i > max(sampled):
+            continue
+        edge = img[t - 10 : b + 10, l - 30 : r + 30].reshape(-1, 3).astype(int)
+        close = np.abs(edge - np.array(colour)).sum(axis=1) < 60
+        assert close.sum() > 50, f"no box drawn on frame {i}"
+        break
+    else:
+        pytest.fail("no unsampled frame checked")
