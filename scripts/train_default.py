@@ -46,9 +46,14 @@ def cached(path: Path, make) -> training.FaceSet:
 
 
 def summary(name: str, result: dict) -> dict:
-    out = {k: result["frame"][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc", "precision", "recall")}
+    out = {
+        k: result["frame"][k]
+        for k in ("n", "accuracy", "balanced_accuracy", "roc_auc", "precision", "recall")
+    }
     if "video" in result:
-        out["video"] = {k: result["video"][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc")}
+        out["video"] = {
+            k: result["video"][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc")
+        }
     print(name, json.dumps(out), flush=True)
     return out
 
@@ -71,9 +76,21 @@ def main() -> None:
 
     meso = training.FaceSet.load(f"var/training/baseline/faces-{s}.npz")
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
-    ffpp = cached(work / f"ffpp-{s}.npz", lambda: training.extract_faces(training.ffpp_items(DATA / "ffpp-c40"), s, frames_per_video=32))
-    lfw_train = cached(work / f"lfw-train-{s}.npz", lambda: training.extract_faces(lfw_items[:600], s))
-    clips = cached(work / f"clips-real-{s}.npz", lambda: training.extract_faces(training.folder_items(DATA / "clips", "clips"), s, frames_per_video=12))
+    ffpp = cached(
+        work / f"ffpp-{s}.npz",
+        lambda: training.extract_faces(
+            training.ffpp_items(DATA / "ffpp-c40"), s, frames_per_video=32
+        ),
+    )
+    lfw_train = cached(
+        work / f"lfw-train-{s}.npz", lambda: training.extract_faces(lfw_items[:600], s)
+    )
+    clips = cached(
+        work / f"clips-real-{s}.npz",
+        lambda: training.extract_faces(
+            training.folder_items(DATA / "clips", "clips"), s, frames_per_video=12
+        ),
+    )
 
     # Splits: MesoNet by file hash as in stage 1; FF++ by identity group.
     meso_split = np.array([training.split_of(g, val=0.15, test=0.0) for g in meso.groups])
@@ -82,15 +99,25 @@ def main() -> None:
     rng = random.Random(7)
     meso_reals = meso.subset((meso_split == "train") & (meso.y == 0))
     pick = np.array(sorted(rng.sample(range(len(meso_reals)), 1200)))
-    sbi = cached(work / f"sbi-{s}.npz", lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals.subset(pick)]), seed=7))
+    sbi = cached(
+        work / f"sbi-{s}.npz",
+        lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals.subset(pick)]), seed=7),
+    )
 
-    pool = training.FaceSet.concat([meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi])
+    pool = training.FaceSet.concat(
+        [meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi]
+    )
     # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
     other = np.array([not g.startswith("mesonet/") for g in pool.groups])
-    val_mask = other & np.array([training.split_of(g, seed=3, val=0.15, test=0.0) == "val" for g in pool.groups])
+    val_mask = other & np.array(
+        [training.split_of(g, seed=3, val=0.15, test=0.0) == "val" for g in pool.groups]
+    )
     train_set = pool.subset(~val_mask)
     val_set = training.FaceSet.concat([pool.subset(val_mask), meso.subset(meso_split == "val")])
-    print(f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)", flush=True)
+    print(
+        f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)",
+        flush=True,
+    )
 
     parent = ModelBundle.load(args.parent)
     cfg = training.TrainConfig(
@@ -112,7 +139,9 @@ def main() -> None:
     def on_epoch(epoch: int, logs: dict) -> None:
         print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
 
-    bundle, history = training.train(train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version)
+    bundle, history = training.train(
+        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
+    )
     bundle.meta.parent = parent.meta.version
     out = Path(args.out)
     bundle.save(out)
@@ -122,37 +151,68 @@ def main() -> None:
     held = {}
     thr = bundle.meta.threshold
     ffpp_test = ffpp.subset(~ffpp_train)
-    held["ffpp_c40_unseen_identities"] = summary("ffpp c40 469/481", training.evaluate_scores(ffpp_test, bundle.predict(ffpp_test.x), thr))
+    held["ffpp_c40_unseen_identities"] = summary(
+        "ffpp c40 469/481", training.evaluate_scores(ffpp_test, bundle.predict(ffpp_test.x), thr)
+    )
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
             [
-                training.Item(str(DATA / "clips/pairs/ffpp-c23/real.mp4"), 0, "ffpp-c23:original", "c23/real", "video"),
-                training.Item(str(DATA / "clips/pairs/ffpp-c23/fake.mp4"), 1, "ffpp-c23:manipulated", "c23/fake", "video"),
+                training.Item(
+                    str(DATA / "clips/pairs/ffpp-c23/real.mp4"),
+                    0,
+                    "ffpp-c23:original",
+                    "c23/real",
+                    "video",
+                ),
+                training.Item(
+                    str(DATA / "clips/pairs/ffpp-c23/fake.mp4"),
+                    1,
+                    "ffpp-c23:manipulated",
+                    "c23/fake",
+                    "video",
+                ),
             ],
             s,
             frames_per_video=32,
         ),
     )
-    held["ffpp_c23_pair"] = summary("ffpp c23 pair", training.evaluate_scores(pair, bundle.predict(pair.x), thr))
-    cip = cached(work / f"ciplab-{s}.npz", lambda: training.extract_faces(training.folder_items(DATA / "faces" / "ciplab", "ciplab"), s))
+    held["ffpp_c23_pair"] = summary(
+        "ffpp c23 pair", training.evaluate_scores(pair, bundle.predict(pair.x), thr)
+    )
+    cip = cached(
+        work / f"ciplab-{s}.npz",
+        lambda: training.extract_faces(
+            training.folder_items(DATA / "faces" / "ciplab", "ciplab"), s
+        ),
+    )
     held["ciplab"] = summary("ciplab", training.evaluate_scores(cip, bundle.predict(cip.x), thr))
     gan = cached(
         work / f"gan-{s}.npz",
         lambda: training.FaceSet.concat(
             [
-                training.extract_faces(training.folder_items(DATA / "faces" / "stylegan3", "stylegan3"), s),
+                training.extract_faces(
+                    training.folder_items(DATA / "faces" / "stylegan3", "stylegan3"), s
+                ),
                 training.extract_faces(lfw_items[600:], s),
                 training.extract_faces(
-                    [training.Item(str(p), 0, "faces:celebrities", f"celeb/{p.stem}") for p in sorted((DATA / "images" / "celebrities").glob("*.jpg"))], s
+                    [
+                        training.Item(str(p), 0, "faces:celebrities", f"celeb/{p.stem}")
+                        for p in sorted((DATA / "images" / "celebrities").glob("*.jpg"))
+                    ],
+                    s,
                 ),
             ]
         ),
     )
-    held["stylegan3_vs_unseen_reals"] = summary("stylegan3 vs unseen reals", training.evaluate_scores(gan, bundle.predict(gan.x), thr))
+    held["stylegan3_vs_unseen_reals"] = summary(
+        "stylegan3 vs unseen reals", training.evaluate_scores(gan, bundle.predict(gan.x), thr)
+    )
     everything = training.FaceSet.concat([ffpp_test, pair, cip, gan])
     all_scores = bundle.predict(everything.x)
-    held["all_unseen"] = summary("all unseen", training.evaluate_scores(everything, all_scores, thr))
+    held["all_unseen"] = summary(
+        "all unseen", training.evaluate_scores(everything, all_scores, thr)
+    )
     bundle.meta.metrics["held_out"] = held
     bundle.save(out)
     training.save_curves(history, (everything.y, all_scores), work / "curves")

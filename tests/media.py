@@ -84,3 +84,35 @@ def read_all(path: Path) -> tuple[int, av.video.stream.VideoStream | None, dict]
         }
         n = sum(1 for _ in c.decode(s))
     return n, None, info
+
+
+def face_folder(root: Path, n: int = 6, size: int = 128, seed: int = 0) -> Path:
+    """A training set in the real/ and fake/ layout: n crops jittered around the
+    astronaut's face, and for each an altered copy (the middle of the face enlarged,
+    mirrored, recoloured and blended back in) under the same name, so that a crop and
+    its fake share a group and never straddle splits."""
+    import random
+
+    rng = random.Random(seed)
+    img = astronaut()
+    (root / "real").mkdir(parents=True, exist_ok=True)
+    (root / "fake").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    c, r = size // 2, size // 4
+    mask = np.clip(1.5 - np.hypot((xx - c) / r, (yy - c) / (1.2 * r)), 0, 1)[..., None]
+    for i in range(n):
+        side = rng.randint(150, 210)
+        cx, cy = 220 + rng.randint(-12, 12), 125 + rng.randint(-12, 12)
+        y0, x0 = max(0, cy - side // 2), max(0, cx - side // 2)
+        crop = cv2.resize(
+            img[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA
+        )
+        zoom = cv2.resize(crop[c - r : c + r, c - r : c + r], (size, size))[:, ::-1]
+        shift = np.array([rng.randint(15, 35), -rng.randint(5, 20), -rng.randint(5, 20)])
+        zoom = np.clip(zoom.astype(np.float32) + shift, 0, 255)
+        fake = (crop * (1 - mask) + zoom * mask).astype(np.uint8)
+        for label, face in (("real", crop), ("fake", fake)):
+            cv2.imwrite(
+                str(root / label / f"face{i:02d}.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+            )
+    return root

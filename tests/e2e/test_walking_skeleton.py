@@ -31,10 +31,11 @@ def test_it_takes_a_clip_from_upload_to_a_playing_annotated_video(
     assert page.url.endswith(f"/analyses/{analysis.id}/")
 
     # Watch the progress bar advance, fed by the WebSocket.
-    page.wait_for_function("window.verity.state.status !== 'queued'", timeout=120_000)
+    # Predicates as functions: a bare expression needs eval, which the site's CSP forbids.
+    page.wait_for_function("() => window.verity.state.status !== 'queued'", timeout=120_000)
     screenshot(page, "progress")
     page.wait_for_function(
-        "['done', 'failed'].includes(window.verity.state.status)", timeout=180_000
+        "() => ['done', 'failed'].includes(window.verity.state.status)", timeout=180_000
     )
     assert page.evaluate("window.verity.state.status") == "done", page.evaluate(
         "window.verity.state.error"
@@ -46,11 +47,15 @@ def test_it_takes_a_clip_from_upload_to_a_playing_annotated_video(
 
     # The verdict and the annotated video, without a reload, and the video plays.
     assert page.inner_text("#verdict") in ("Real", "Fake", "Uncertain")
-    page.wait_for_function("document.getElementById('player').readyState >= 2", timeout=30_000)
+    page.wait_for_function(
+        "() => document.getElementById('player').readyState >= 2", timeout=30_000
+    )
     duration = page.evaluate("document.getElementById('player').duration")
     assert duration > 0
     page.evaluate("document.getElementById('player').play()")
-    page.wait_for_function("document.getElementById('player').currentTime > 0", timeout=15_000)
+    page.wait_for_function(
+        "() => document.getElementById('player').currentTime > 0", timeout=15_000
+    )
     screenshot(page, "result")
 
     # The row is the truth: done, with the report and model version.

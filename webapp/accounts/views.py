@@ -2,19 +2,21 @@ from __future__ import annotations
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from rest_framework.authtoken.models import Token
+
+from webapp.accounts.forms import SignupForm
 
 
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("analyses:list")
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user)
+        # Named: with Axes in front there are two backends, and Axes' does not sign in.
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("analyses:list")
     return render(request, "accounts/signup.html", {"form": form})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import IO
 
 VIDEO_HINT = "Verity accepts video clips: MP4, MOV, M4V, 3GP, WebM, MKV, AVI, MPEG-TS or FLV."
@@ -11,8 +12,25 @@ class RejectedUpload(ValueError):
     pass
 
 
+def looks_like_text(head: bytes) -> bool:
+    """True if the bytes read as UTF-8 text: no control characters but whitespace.
+
+    Every container below has a NUL or another control byte in its first few bytes
+    (box sizes, EBML and FLV headers, TS and PS packet headers), while a text file may
+    by chance put "ftyp" at offset 4 or "G" at 0 and 188: text is never a video.
+    """
+    try:
+        # Incremental: a multi-byte character cut at the end of the head is not an error.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return not any((ord(ch) < 32 and ch not in "\t\n\r\f\v") or ch == "\x7f" for ch in text)
+
+
 def sniff_container(head: bytes) -> str | None:
     """Name the container from the file's first bytes, or None if it is not a video container."""
+    if looks_like_text(head):
+        return None
     if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
         brand = head[8:12]
         if head[4:8] == b"ftyp" and brand[:3] in (b"hei", b"avi", b"mif"):

@@ -28,3 +28,11 @@ def publish(group: str, state: dict[str, Any]) -> None:
 
 def publish_analysis(analysis) -> None:
     publish(analysis_group(analysis.id), analysis.state())
+
+
+def training_run_group(run_id: Any) -> str:
+    return f"training-run.{run_id}"
+
+
+def publish_training_run(run) -> None:
+    publish(training_run_group(run.id), run.state())

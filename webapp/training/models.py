@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -43,3 +45,136 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.version} ({self.status})"
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """Frame-level metrics on held-out test data when there are some, else validation."""
+        for split in ("test", "validation"):
+            frame = (self.metrics or {}).get(split, {}).get("frame")
+            if frame:
+                return {"split": split, **frame}
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "status": self.status,
+            "bundle_path": self.bundle_path,
+            "input_size": self.meta.get("input_size"),
+            "threshold": self.meta.get("threshold"),
+            "metrics": self.metrics,
+            "parent": self.parent.version if self.parent_id and self.parent else None,
+            "created_by": self.created_by.get_username() if self.created_by_id else None,
+            "created": self.created.isoformat() if self.created else None,
+            "activated": self.activated.isoformat() if self.activated else None,
+        }
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+RUN_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+RUN_FINISHED = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class TrainingRun(models.Model):
+    """One retraining requested by a staff member. The row is the truth; the page and
+    the WebSocket only show it."""
+
+    Status = RunStatus
+
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # {"dataset": "/path", "layout": "auto|folder|ffpp", "labelled": bool}
+    sources = models.JSONField(default=dict, blank=True)
+    # {"epochs", "input_size", "batch_size", "frames_per_video", "sbi", "fine_tune_from"}
+    params = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=32, default="queued")
+    epoch = models.PositiveIntegerField(default=0)
+    # Per-epoch series from Keras: {"loss": [...], "accuracy": [...], "val_loss": [...], ...}
+    curves = models.JSONField(default=dict, blank=True)
+    # {"test_faces": n, "new": {...}, "active": {...}}: both on the same held-out faces.
+    metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"training run {self.id} ({self.status})"
+
+    @property
+    def epochs(self) -> int:
+        return int(self.params.get("epochs", 0))
+
+    def state(self) -> dict[str, Any]:
+        """The public state: what the WebSocket, the REST API and the page carry."""
+        mv = self.model_version if self.model_version_id else None
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": self.progress,
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "curves": self.curves,
+            "metrics": self.metrics,
+            "error": self.error,
+            "log": self.log[-4000:],
+            "sources": self.sources,
+            "params": self.params,
+            "model_version": mv.version if mv else None,
+            "model_version_id": mv.id if mv else None,
+            "model_version_status": mv.status if mv else None,
+            "created": self.created.isoformat() if self.created else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+        }
+
+    def transition(self, old: str | tuple[str, ...], new: str, **fields: Any) -> bool:
+        """Change status only if it is still `old` (a conditional UPDATE). Returns False
+        when another process (a cancel, a second delivery) got there first."""
+        olds = (old,) if isinstance(old, str) else tuple(old)
+        if new in RUN_FINISHED:
+            fields.setdefault("finished", timezone.now())
+        changed = TrainingRun.objects.filter(id=self.id, status__in=olds).update(
+            status=new, **fields
+        )
+        if changed:
+            self.refresh_from_db()
+        return bool(changed)
+
+    def append_log(self, line: str) -> None:
+        """Append one timestamped line in the database (no read-modify-write race)."""
+        from django.db.models import Value
+        from django.db.models.functions import Concat
+
+        stamp = timezone.now().strftime("%H:%M:%S")
+        text = f"{stamp} {line}\n"
+        TrainingRun.objects.filter(id=self.id).update(
+            log=Concat("log", Value(text), output_field=models.TextField())
+        )
+        self.log += text

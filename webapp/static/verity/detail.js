@@ -1,0 +1,99 @@
+// The result page: live progress over a WebSocket (polling as a fallback), then the
+// verdict, the annotated video, the probability chart and the face tracks.
+(() => {
+  const LABELS = {fake: "Fake", real: "Real", uncertain: "Uncertain", no_face: "No face found"};
+  const HELP = {
+    fake: "At least one face looks manipulated.",
+    real: "No face shows signs of manipulation the model can see.",
+    uncertain: "The model's score is too close to its threshold to call.",
+    no_face: "No face was found in the sampled frames, so nothing was judged.",
+  };
+  let state = JSON.parse(document.getElementById("initial-state").textContent);
+  const id = state.id;
+  let shown = false, ws = null, retries = 0, polling = null;
+  const $ = (x) => document.getElementById(x);
+
+  const seen = [];
+  function render(s) {
+    state = s;
+    seen.push({status: s.status, progress: s.progress, stage: s.stage});
+    $("status-badge").textContent = s.status; $("status-badge").className = "badge " + s.status;
+    $("stage").textContent = s.stage; $("pct").textContent = s.progress;
+    $("bar").style.width = s.progress + "%"; $("progressbar").setAttribute("aria-valuenow", s.progress);
+    const active = s.status === "queued" || s.status === "running";
+    $("cancel-form").hidden = !active;
+    if (s.status === "failed" || s.status === "cancelled") {
+      $("error-box").hidden = false;
+      $("error-box").textContent = (s.status === "failed" ? "This analysis failed: " : "") + (s.error || s.status);
+    }
+    if (s.status === "done" && !shown) { shown = true; showResult(); }
+    if (!active && ws) { ws.close(); }
+    if (!active && polling) { clearInterval(polling); polling = null; }
+  }
+
+  async function showResult() {
+    const r = await (await fetch(`/analyses/${id}/report.json`, {credentials: "same-origin"})).json();
+    $("running-box").hidden = true; $("live").hidden = true; $("result").hidden = false;
+    const v = r.verdict;
+    $("verdict").textContent = LABELS[v.label]; $("verdict").className = "verdict " + v.label;
+    $("confidence").textContent = v.label === "no_face" ? "" :
+      `Confidence ${Math.round(v.confidence * 100)}% · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
+    $("model-version").textContent = `Model ${r.model.name} ${r.model.version}`;
+    $("verdict-help").textContent = HELP[v.label];
+    const player = $("player");
+    player.src = `/analyses/${id}/video/`;
+    drawChart(r, player);
+    drawTracks(r);
+  }
+
+  function drawChart(r, player) {
+    const svg = $("chart"), W = 600, H = 160, dur = r.video.duration || 1;
+    const pts = r.frames.filter(f => f.faces.length).map(f => [f.time, Math.max(...f.faces.map(x => x.fake_probability))]);
+    const x = t => 30 + (W - 40) * (t / dur), y = p => 10 + (H - 30) * (1 - p);
+    let html = `<line x1="30" x2="${W-10}" y1="${y(r.verdict.threshold)}" y2="${y(r.verdict.threshold)}" stroke="#b45309" stroke-dasharray="4 3"/>`;
+    html += `<text x="2" y="${y(1)+4}" font-size="10">1.0</text><text x="2" y="${y(0)+4}" font-size="10">0.0</text>`;
+    if (pts.length) html += `<polyline fill="none" stroke="#1d4ed8" stroke-width="2" points="${pts.map(([t,p]) => `${x(t)},${y(p)}`).join(" ")}"/>`;
+    pts.forEach(([t, p]) => { html += `<circle class="pt" data-t="${t}" cx="${x(t)}" cy="${y(p)}" r="4" fill="${p >= r.verdict.threshold ? '#b91c1c' : '#15803d'}"><title>${t.toFixed(2)} s: ${p.toFixed(2)}</title></circle>`; });
+    if (!pts.length) html += `<text x="${W/2-60}" y="${H/2}" font-size="13">No face in any sampled frame</text>`;
+    svg.innerHTML = html;
+    svg.onclick = (ev) => {
+      const rect = svg.getBoundingClientRect();
+      const t = Math.max(0, Math.min(dur, ((ev.clientX - rect.left) / rect.width * W - 30) / (W - 40) * dur));
+      const target = ev.target.dataset && ev.target.dataset.t ? parseFloat(ev.target.dataset.t) : t;
+      player.currentTime = target;
+    };
+  }
+
+  function drawTracks(r) {
+    const box = $("tracks");
+    if (!r.tracks.length) { box.innerHTML = "<p class='muted'>No faces found.</p>"; return; }
+    box.innerHTML = r.tracks.map(t => `<div class="track" data-track="${t.id}">
+      <img src="/analyses/${id}/faces/${t.id}.jpg" alt="Face ${t.id + 1} crops" style="width:100%;border-radius:4px">
+      <p><strong>Face ${t.id + 1}</strong> <span class="badge ${t.label}">${LABELS[t.label]}</span></p>
+      <p class="muted">P(fake) ${t.fake_probability.toFixed(2)} · ${t.faces} frame(s)</p></div>`).join("");
+  }
+
+  async function poll() {
+    try { const res = await fetch(`/analyses/${id}/state/`, {credentials: "same-origin"}); if (res.ok) render(await res.json()); } catch (e) {}
+  }
+
+  function connect() {
+    if (!(state.status === "queued" || state.status === "running")) return;
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    ws = new WebSocket(`${proto}://${location.host}/ws/analyses/${id}/`);
+    ws.onopen = () => { retries = 0; if (polling) { clearInterval(polling); polling = null; } };
+    ws.onmessage = (ev) => render(JSON.parse(ev.data));
+    ws.onclose = () => {
+      ws = null;
+      if (!(state.status === "queued" || state.status === "running")) return;
+      retries += 1;
+      // WebSocket blocked or down: poll the state meanwhile, and keep trying to reconnect.
+      if (retries >= 2 && !polling) polling = setInterval(poll, 2000);
+      setTimeout(connect, Math.min(10000, 500 * 2 ** retries));
+    };
+  }
+  // Read by the browser tests (and handy in the console).
+  window.verity = {get state() { return state; }, seen};
+  render(state);
+  connect();
+})();

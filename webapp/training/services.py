@@ -1,0 +1,483 @@
+"""Plain functions behind the training task: callable without Celery.
+
+A run reads its sources, extracts faces at the requested input size, splits them by
+group (one clip or identity never straddles splits), trains, and then evaluates the
+new bundle and the active one on the same held-out test faces. It never touches the
+active version: promotion is a separate, deliberate step (registry.promote).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from detector.errors import Cancelled
+from webapp.live.publish import publish_training_run
+from webapp.training.models import RUN_FINISHED, ModelVersion, RunStatus, TrainingRun
+
+log = logging.getLogger(__name__)
+
+BUSY = "busy"
+# A running run whose heartbeat is older than this has lost its worker.
+STALE_AFTER = timedelta(minutes=5)
+HEARTBEAT_SECONDS = 30.0
+SEED = 1337
+LABELLED_SOURCE = "labels:users"
+
+
+class RunFailed(Exception):
+    """A run that cannot go on; the message is shown to staff as the reason."""
+
+
+# ---- starting and cancelling ---------------------------------------------------------
+
+
+def start_run(user, sources: dict[str, Any], params: dict[str, Any], parent=None) -> TrainingRun:
+    """Create the row and queue the task once it is committed (the worker must see it)."""
+    from worker.tasks import run_training
+
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            created_by=user if user and user.is_authenticated else None,
+            sources=sources,
+            params={**params, "fine_tune_from": parent.version if parent else None},
+            parent=parent,
+            heartbeat=timezone.now(),
+        )
+        run.append_log(f"queued by {user.get_username() if user else 'system'}")
+        run_training.delay_on_commit(run.id)
+    return run
+
+
+def cancel_run(run: TrainingRun, user=None) -> bool:
+    """Stop a queued or running run. The worker notices at its next progress update
+    (during extraction) or at the end of the current epoch, and cleans up."""
+    who = user.get_username() if user else "staff"
+    if not run.transition(
+        (RunStatus.QUEUED, RunStatus.RUNNING),
+        RunStatus.CANCELLED,
+        error=f"Cancelled by {who}. The active model is unchanged.",
+        stage="cancelled",
+    ):
+        return False
+    run.append_log(f"cancelled by {who}")
+    publish_training_run(run)
+    return True
+
+
+# ---- sources -------------------------------------------------------------------------
+
+
+def labelled_analyses():
+    """Finished analyses whose owner recorded the truth: the clips staff can train on."""
+    from webapp.analyses.models import Analysis, Status
+
+    return (
+        Analysis.objects.filter(status=Status.DONE)
+        .exclude(user_label="")
+        .select_related("owner")
+        .defer("report")
+        .order_by("-labelled_at")
+    )
+
+
+def _labelled_items(tmp: Path) -> list:
+    from detector.training import Item
+
+    items = []
+    for a in labelled_analyses():
+        try:
+            path = Path(a.original.path)
+        except NotImplementedError:
+            # Remote storage (S3): copy the clip here in chunks.
+            path = tmp / f"{a.id}{Path(a.original.name).suffix}"
+            with a.original.open("rb") as src, open(path, "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+        items.append(
+            Item(
+                str(path),
+                1 if a.user_label == "fake" else 0,
+                LABELLED_SOURCE,
+                f"labels/{a.id}",
+                "video",
+            )
+        )
+    return items
+
+
+def dataset_items(path: str, layout: str = "auto", compression: str = "c23") -> list:
+    """Items from a folder on the server: FaceForensics++ layout, or real/ and fake/."""
+    from detector.training import ffpp_items, folder_items
+
+    root = Path(path)
+    if not root.is_dir():
+        raise RunFailed(f"The dataset folder {path} does not exist on the training server.")
+    is_ffpp = (root / "original_sequences").is_dir() or (root / "manipulated_sequences").is_dir()
+    try:
+        if layout == "ffpp" or (layout == "auto" and is_ffpp):
+            return ffpp_items(root, compression)
+        return folder_items(root)
+    except ValueError as exc:
+        raise RunFailed(str(exc)) from exc
+
+
+def gather_items(run: TrainingRun, tmp: Path) -> list:
+    items = []
+    if run.sources.get("dataset"):
+        items += dataset_items(
+            run.sources["dataset"],
+            run.sources.get("layout", "auto"),
+            run.sources.get("compression", "c23"),
+        )
+    if run.sources.get("labelled"):
+        labelled = _labelled_items(tmp)
+        if not labelled:
+            raise RunFailed("No clip has been labelled by its owner yet.")
+        items += labelled
+    if not items:
+        raise RunFailed("The run has no data source.")
+    return items
+
+
+def split_faces(faces, seed: int = SEED):
+    """(train, val, test) by group with split_of. A small data set may leave validation
+    or test empty by chance: then one training group is moved there, so the threshold
+    and the comparison always have data."""
+    from detector.training import split_of
+
+    groups = sorted(set(faces.groups.tolist()))
+    if len(groups) < 3:
+        raise RunFailed(
+            f"Only {len(groups)} distinct clip(s) or image(s): at least 3 are needed to hold "
+            "some out for validation and testing."
+        )
+    assign = {g: split_of(g, seed) for g in groups}
+    for needed in ("test", "val"):
+        if needed not in assign.values():
+            train_groups = [g for g in groups if assign[g] == "train"]
+            assign[train_groups[len(train_groups) // 2]] = needed
+    split = np.array([assign[g] for g in faces.groups.tolist()])
+    return tuple(faces.subset(split == s) for s in ("train", "val", "test"))
+
+
+# ---- progress ------------------------------------------------------------------------
+
+
+class _Heartbeat:
+    """Touches the row while the run works, so a second delivery of the task (Redis
+    redelivers unacknowledged messages after its visibility timeout) can tell a long
+    epoch from a dead worker."""
+
+    def __init__(self, run_id: int, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.run_id = run_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"train-hb-{run_id}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                TrainingRun.objects.filter(id=self.run_id, status=RunStatus.RUNNING).update(
+                    heartbeat=timezone.now()
+                )
+        except Exception:  # noqa: BLE001 - a lost heartbeat only delays recovery
+            log.warning("heartbeat for training run %s stopped", self.run_id, exc_info=True)
+        finally:
+            close_old_connections()
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class _Reporter:
+    """Row updates and WebSocket notifications, each one a check for cancellation."""
+
+    def __init__(self, run: TrainingRun, interval: float = 1.0) -> None:
+        self.run = run
+        self.interval = interval
+        self.last = 0.0
+
+    def update(self, force: bool = True, **fields: Any) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        changed = TrainingRun.objects.filter(id=self.run.id, status=RunStatus.RUNNING).update(
+            heartbeat=timezone.now(), **fields
+        )
+        if not changed:
+            raise Cancelled("The run was cancelled.")
+        for k, v in fields.items():
+            setattr(self.run, k, v)
+        publish_training_run(self.run)
+
+    def extraction(self, lo: int, hi: int, stage: str) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            pct = lo + int((hi - lo) * done / max(1, total))
+            self.update(force=done == total, progress=pct, stage=stage)
+
+        return progress
+
+    def epoch(self, epochs: int) -> Callable[[int, dict[str, float]], None]:
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            curves = dict(self.run.curves or {})
+            for k, v in logs.items():
+                # A resumed run starts again after its last saved epoch.
+                curves[k] = list(curves.get(k, []))[: epoch - 1] + [float(v)]
+            self.update(
+                progress=30 + int(60 * epoch / max(1, epochs)),
+                stage="training",
+                epoch=epoch,
+                curves=curves,
+            )
+            self.run.append_log(
+                f"epoch {epoch}/{epochs}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items())
+            )
+
+        return on_epoch
+
+
+# ---- the run -------------------------------------------------------------------------
+
+
+def _claim(run: TrainingRun) -> bool:
+    """Take the run: from queued, or from running when its worker went silent."""
+    now = timezone.now()
+    fields = dict(
+        started=now, heartbeat=now, stage="starting", progress=0, attempts=F("attempts") + 1
+    )
+    if run.transition(RunStatus.QUEUED, RunStatus.RUNNING, **fields):
+        return True
+    stale = run.heartbeat is None or now - run.heartbeat > STALE_AFTER
+    if run.status == RunStatus.RUNNING and stale:
+        changed = TrainingRun.objects.filter(
+            id=run.id, status=RunStatus.RUNNING, heartbeat=run.heartbeat
+        ).update(**fields)
+        if changed:
+            run.refresh_from_db()
+            return True
+    return False
+
+
+def _version_name(run: TrainingRun) -> str:
+    return f"{timezone.now():%Y%m%d-%H%M%S}-run{run.id}"
+
+
+def models_dir() -> Path:
+    return Path(settings.VAR_DIR) / "models"
+
+
+def evaluate_bundle(bundle, faces) -> dict[str, Any]:
+    from detector.training import evaluate_scores
+
+    scores = bundle.predict(faces.x)
+    return evaluate_scores(faces, scores, bundle.meta.threshold)
+
+
+def _evaluate_active(active: ModelVersion, test_items: list, test_faces, frames: int) -> dict:
+    """The active bundle on the same held-out clips, re-cropped at its own input size."""
+    from detector.model import ModelBundle
+    from detector.training import extract_faces
+
+    out: dict[str, Any] = {"version": active.version}
+    try:
+        bundle = ModelBundle.load(active.bundle_path)
+        faces = test_faces
+        if bundle.input_size != test_faces.x.shape[1]:
+            faces = extract_faces(test_items, bundle.input_size, frames)
+        out.update(evaluate_bundle(bundle, faces))
+    except Exception as exc:  # noqa: BLE001 - the comparison is informative, not essential
+        log.warning("could not evaluate the active version %s", active.version, exc_info=True)
+        out["error"] = f"The active version could not be evaluated: {exc}"
+    return out
+
+
+def execute_training_run(run_id: int) -> str:
+    """Run one training job and record its outcome; returns the final status.
+
+    1. Load the row; do nothing if it is gone or finished; claim it (one worker wins).
+    2. Build items from the sources and extract faces at the requested input size.
+    3. Split by group; train, updating the row and publishing after every epoch.
+    4. Save the bundle; evaluate it and the active version on the same test faces.
+    5. The new version is `ready`; the run is `done`. On any failure or a cancel the
+       version is `failed`, the run says why, and the active version is untouched.
+    """
+    run = TrainingRun.objects.filter(id=run_id).select_related("parent").first()
+    if run is None:
+        return "missing"
+    if run.status in RUN_FINISHED:
+        return run.status
+    if not _claim(run):
+        return BUSY
+    publish_training_run(run)
+    run.append_log(f"started (attempt {run.attempts})")
+    work = Path(settings.VAR_DIR) / "training" / f"run-{run.id}"
+    try:
+        with _Heartbeat(run.id), tempfile.TemporaryDirectory(prefix="verity-train-") as tmp:
+            _train(run, Path(tmp), work)
+    except Cancelled:
+        run.refresh_from_db()
+        run.append_log("stopped: cancelled")
+        if run.status == RunStatus.RUNNING:
+            run.transition(RunStatus.RUNNING, RunStatus.CANCELLED, error="Cancelled.")
+    except Exception as exc:  # noqa: BLE001 - record it; the worker lives on
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        if isinstance(exc, RunFailed):
+            reason = str(exc)
+        elif isinstance(exc, SoftTimeLimitExceeded):
+            reason = "The run took longer than its time limit and was stopped."
+        else:
+            log.exception("training run %s: internal error", run.id)
+            reason = f"Training failed with an internal error ({type(exc).__name__}: {exc})."
+        run.append_log(f"failed: {reason}")
+        run.transition(
+            RunStatus.RUNNING,
+            RunStatus.FAILED,
+            error=f"{reason} The active model is unchanged.",
+            stage="failed",
+        )
+    finally:
+        run.refresh_from_db()
+        if run.status != RunStatus.DONE and run.model_version_id:
+            # Whatever was made is not a usable version; the active one keeps serving.
+            made = ModelVersion.objects.get(id=run.model_version_id)
+            if made.status == ModelVersion.Status.TRAINING:
+                made.status = ModelVersion.Status.FAILED
+                made.meta = {**made.meta, "error": run.error}
+                made.save(update_fields=["status", "meta"])
+                if Path(made.bundle_path).parent == models_dir():
+                    shutil.rmtree(made.bundle_path, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    run.refresh_from_db()
+    publish_training_run(run)
+    log.info("training run %s: %s", run.id, run.status)
+    return run.status
+
+
+def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
+    from detector.training import FaceSet, TrainConfig, extract_faces, save_curves, train
+    from webapp.training.registry import ensure_registered
+
+    reporter = _Reporter(run)
+    p = run.params
+    size = int(p.get("input_size", 160))
+    epochs = int(p.get("epochs", 5))
+    frames = int(p.get("frames_per_video", 16))
+
+    # 1. Sources and faces.
+    reporter.update(stage="reading sources", progress=1)
+    items = gather_items(run, tmp)
+    run.append_log(f"{len(items)} files from the sources")
+    faces = extract_faces(
+        items,
+        size,
+        frames,
+        progress=reporter.extraction(2, 30, "extracting faces"),
+        detect_images=not p.get("aligned", False),
+    )
+    if not len(faces):
+        raise RunFailed("No face was found in any of the source files.")
+
+    # 2. Split by group; self-blended fakes only from training faces, after the split.
+    tr, va, te = split_faces(faces, SEED)
+    if p.get("sbi"):
+        from detector.sbi import self_blended_set
+
+        tr = FaceSet.concat([tr, self_blended_set(tr, SEED)])
+        if len(va) and not (va.y == 1).any():
+            va = FaceSet.concat([va, self_blended_set(va, SEED + 1)])
+    if len(set(tr.y.tolist())) < 2:
+        raise RunFailed(
+            "The training faces are all of one class: add real and fake data "
+            "(or tick 'add self-blended fakes')."
+        )
+    test_groups = set(te.groups.tolist())
+    test_items = [it for it in items if it.group in test_groups]
+    run.append_log(f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by clip)")
+
+    # 3. The version row, then training.
+    name = _version_name(run)
+    out_dir = models_dir() / name
+    version = ModelVersion.objects.create(
+        version=name,
+        status=ModelVersion.Status.TRAINING,
+        bundle_path=str(out_dir),
+        parent=run.parent,
+        created_by=run.created_by,
+        meta={"input_size": size},
+    )
+    TrainingRun.objects.filter(id=run.id).update(model_version=version)
+    run.model_version = version
+    reporter.update(stage="training", progress=30)
+    config = TrainConfig(
+        input_size=size,
+        epochs=epochs,
+        batch_size=int(p.get("batch_size", 16)),
+        steps_per_epoch=p.get("steps_per_epoch") or None,
+        patience=int(p.get("patience", 3)),
+        seed=SEED,
+        fine_tune_from=run.parent.bundle_path if run.parent else None,
+        extra={"run": run.id, "sources": run.sources},
+    )
+    bundle, history = train(
+        tr, va, config, work, reporter.epoch(epochs), name="verity-xception", version=name
+    )
+
+    # 4. Evaluate the new and the active version on the same held-out faces; save.
+    reporter.update(stage="evaluating", progress=92)
+    new_metrics = evaluate_bundle(bundle, te)
+    bundle.meta.metrics["test"] = new_metrics
+    bundle.meta.parent = run.parent.version if run.parent else None
+    bundle.save(out_dir)
+    try:
+        save_curves(history, (te.y, bundle.predict(te.x)) if len(te) else None, out_dir / "curves")
+    except Exception:  # noqa: BLE001 - pictures for people; the numbers are in the row
+        log.warning("could not draw curves for run %s", run.id, exc_info=True)
+    active = ensure_registered()
+    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or active
+    active_metrics = _evaluate_active(active, test_items, te, frames)
+    comparison = {
+        "test_faces": int(len(te)),
+        "test_clips": len(test_groups),
+        "new": {"version": name, **new_metrics},
+        "active": active_metrics,
+    }
+
+    # 5. Record: the version is ready to be promoted; the run is done.
+    meta = bundle.meta.to_dict()
+    metrics = meta.pop("metrics")
+    with transaction.atomic():
+        ModelVersion.objects.filter(id=version.id, status=ModelVersion.Status.TRAINING).update(
+            status=ModelVersion.Status.READY, metrics=metrics, meta=meta
+        )
+        if not run.transition(
+            RunStatus.RUNNING,
+            RunStatus.DONE,
+            progress=100,
+            stage="done",
+            metrics=comparison,
+            curves={k: [float(x) for x in v] for k, v in history.items()},
+        ):
+            raise Cancelled("The run was cancelled while it was being saved.")
+    run.append_log(f"done: version {name} is ready to promote")
+    version.refresh_from_db()
+    return version
