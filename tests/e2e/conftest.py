@@ -39,7 +39,9 @@ def stack(transactional_db, tmp_path, settings):
     s.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API holds an event loop on this thread while open,
+# which would clash with the asyncio tests that run after the browser tests.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (make test installs it)")

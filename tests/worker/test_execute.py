@@ -120,3 +120,44 @@ def test_the_annotated_file_is_stored_through_the_storage_api(owner, astro_clip,
     services.execute_analysis(str(a.id))
     a.refresh_from_db()
     assert a.annotated.name.endswith("annotated.mp4")
+
+
+def test_it_defers_a_job_while_its_owner_is_at_the_running_limit(
+    owner, astro_clip, tiny_model_dir, settings
+):
+    from django.utils import timezone
+
+    settings.VERITY_MAX_RUNNING_PER_USER = 1
+    make_analysis(owner, status=Status.RUNNING, heartbeat=timezone.now())
+    waiting = make_analysis(owner, astro_clip.read_bytes())
+    # Not started: it waits (the task re-sends itself) while another of theirs runs.
+    assert services.execute_analysis(str(waiting.id)) == services.DEFERRED
+    waiting.refresh_from_db()
+    assert waiting.status == Status.QUEUED and waiting.attempts == 0
+
+
+def test_the_reaper_requeues_a_job_whose_worker_died_and_fails_it_after_too_many(
+    owner, settings, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    sent = []
+    monkeypatch.setattr(
+        "worker.tasks.run_analysis.apply_async", lambda args, **kw: sent.append(args[0])
+    )
+    old = timezone.now() - timedelta(seconds=settings.VERITY_STALE_SECONDS + 5)
+    dead = make_analysis(owner, status=Status.RUNNING, attempts=1)
+    hopeless = make_analysis(owner, status=Status.RUNNING, attempts=settings.VERITY_MAX_ATTEMPTS)
+    alive = make_analysis(owner, status=Status.RUNNING, attempts=1)
+    Analysis.objects.filter(id__in=[dead.id, hopeless.id]).update(heartbeat=old)
+    Analysis.objects.filter(id=alive.id).update(heartbeat=timezone.now())
+
+    counts = services.reap_stale()
+    assert counts["requeued"] == 1 and counts["failed"] == 1
+    dead.refresh_from_db(), hopeless.refresh_from_db(), alive.refresh_from_db()
+    # The dead worker's job is queued again and re-sent; the hopeless one says why it failed.
+    assert dead.status == Status.QUEUED and sent == [str(dead.id)]
+    assert hopeless.status == Status.FAILED and hopeless.error_code == "too_many_attempts"
+    assert alive.status == Status.RUNNING
