@@ -99,6 +99,9 @@ class FaceDetector:
             work = cv2.resize(
                 rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
             )
+        # dlib misreads strided arrays (PyAV pads rows to 64-byte multiples): its scores
+        # then change from call to call. Always hand it a contiguous copy.
+        work = np.ascontiguousarray(work)
         up = self.upsample_for(work.shape[1], work.shape[0])
         boxes: list[Box] = []
         if self.mode == "hog":

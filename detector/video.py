@@ -220,7 +220,7 @@ def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFra
 
 
 def _to_sample(frame: av.VideoFrame, index: int, time: float | None = None) -> SampledFrame:
-    img = upright(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0))
+    img = np.ascontiguousarray(upright(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0)))
     t = time if time is not None else (float(frame.time) if frame.time is not None else 0.0)
     return SampledFrame(index=index, time=max(0.0, t), image=img)
 

@@ -155,3 +155,17 @@ def test_it_boxes_faces_on_frames_between_samples(tmp_path, tiny_bundle):
         break
     else:
         pytest.fail("no unsampled frame checked")
+
+
+def test_it_detects_the_same_faces_on_strided_frames_every_time():
+    # PyAV pads rows of odd widths, so frames arrive as strided arrays; dlib misread
+    # those, and its scores changed from call to call.
+    img = astronaut()
+    padded = np.zeros((512, 576, 3), np.uint8)
+    padded[:, :512] = img
+    strided = padded[:, :512]
+    assert not strided.flags["C_CONTIGUOUS"]
+    det = FaceDetector()
+    expected = [(b.to_list(), round(b.score, 4)) for b in det.detect(img)]
+    for _ in range(3):
+        assert [(b.to_list(), round(b.score, 4)) for b in det.detect(strided)] == expected
