@@ -187,4 +187,5 @@ def self_blended_set(
         np.ones(len(idx), dtype=real.y.dtype),
         np.array([f"sbi:{src}" for src in real.sources[idx].tolist()], dtype=str),
         real.groups[idx].copy(),
+        np.array([f"sbi:{v}" for v in real.video_ids[idx].tolist()], dtype=str),
     )

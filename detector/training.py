@@ -50,21 +50,42 @@ class FaceSet:
     x: np.ndarray  # (n, s, s, 3) uint8
     y: np.ndarray  # (n,) int
     sources: np.ndarray  # (n,) str
-    groups: np.ndarray  # (n,) str
+    groups: np.ndarray  # (n,) str: never split across train / validation / test
+    # (n,) str: the file each face came from, for video-level scores; None: use groups.
+    videos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def video_ids(self) -> np.ndarray:
+        return self.videos if self.videos is not None else self.groups
+
     def subset(self, mask: np.ndarray) -> FaceSet:
-        return FaceSet(self.x[mask], self.y[mask], self.sources[mask], self.groups[mask])
+        return FaceSet(
+            self.x[mask], self.y[mask], self.sources[mask], self.groups[mask], self.video_ids[mask]
+        )
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, x=self.x, y=self.y, sources=self.sources, groups=self.groups)
+        np.savez(
+            path,
+            x=self.x,
+            y=self.y,
+            sources=self.sources,
+            groups=self.groups,
+            videos=self.video_ids,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> FaceSet:
         with np.load(path, allow_pickle=False) as d:
-            return cls(d["x"], d["y"], d["sources"], d["groups"])
+            return cls(
+                d["x"],
+                d["y"],
+                d["sources"],
+                d["groups"],
+                d["videos"] if "videos" in d.files else None,
+            )
 
     @classmethod
     def concat(cls, sets: list[FaceSet]) -> FaceSet:
@@ -74,7 +95,7 @@ class FaceSet:
         return cls(
             *(
                 np.concatenate([getattr(s, a) for s in sets])
-                for a in ("x", "y", "sources", "groups")
+                for a in ("x", "y", "sources", "groups", "video_ids")
             )
         )
 
@@ -212,7 +233,7 @@ def extract_faces(
     """
     items = list(items)
     detector = detector or FaceDetector("hog", max_side=640)
-    xs, ys, srcs, groups = [], [], [], []
+    xs, ys, srcs, groups, videos = [], [], [], [], []
     for n, it in enumerate(items):
         try:
             if it.kind == "video":
@@ -225,6 +246,7 @@ def extract_faces(
                             ys.append(it.label),
                             srcs.append(it.source),
                             groups.append(it.group),
+                            videos.append(it.path),
                         )
             else:
                 img = read_image(it.path)
@@ -237,6 +259,7 @@ def extract_faces(
                     ys.append(it.label),
                     srcs.append(it.source),
                     groups.append(it.group),
+                    videos.append(it.path),
                 )
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long extraction
             print(f"skipped {it.path}: {exc}")
@@ -249,7 +272,7 @@ def extract_faces(
             np.array([], str),
             np.array([], str),
         )
-    return FaceSet(np.stack(xs), np.array(ys), np.array(srcs), np.array(groups))
+    return FaceSet(np.stack(xs), np.array(ys), np.array(srcs), np.array(groups), np.array(videos))
 
 
 # ---- augmentation ----------------------------------------------------------------------
@@ -530,7 +553,11 @@ def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict
     out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold)}
     groups: dict[tuple[str, str, int], list[float]] = {}
     for g, src, y, p in zip(
-        data.groups.tolist(), data.sources.tolist(), data.y.tolist(), scores.tolist(), strict=True
+        data.video_ids.tolist(),
+        data.sources.tolist(),
+        data.y.tolist(),
+        scores.tolist(),
+        strict=True,
     ):
         groups.setdefault((g, src, y), []).append(p)
     if any(len(v) > 1 for v in groups.values()):
