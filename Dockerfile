@@ -9,7 +9,7 @@ COPY pyproject.toml README.md ./
 COPY detector ./detector
 COPY webapp ./webapp
 COPY worker ./worker
-RUN pip install . "django-storages[s3]==1.14.6"
+RUN pip install ".[s3]"
 COPY manage.py ./
 COPY models ./models
 COPY scripts ./scripts
