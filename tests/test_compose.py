@@ -70,3 +70,20 @@ def test_stateful_services_have_volumes_and_health_checks():
     assert {"media", "redis", "postgres"} <= c["volumes"].keys()
     assert c["services"]["web"]["ports"] == ["8000:8000"]
     assert "/health/" in str(c["services"]["web"]["healthcheck"]["test"])
+
+
+def test_object_storage_is_configured_from_the_environment():
+    import subprocess
+    import sys
+
+    code = "import django; django.setup(); from django.conf import settings; print(settings.STORAGES['default']['BACKEND'], settings.STORAGES['default']['OPTIONS']['bucket_name'])"
+    env = {
+        "DJANGO_SETTINGS_MODULE": "webapp.settings.local",
+        "VERITY_S3_BUCKET": "verity-media",
+        "VERITY_S3_ENDPOINT_URL": "http://minio:9000",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["storages.backends.s3.S3Storage", "verity-media"]
