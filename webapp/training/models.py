@@ -48,9 +48,17 @@ class ModelVersion(models.Model):
 
     @property
     def headline(self) -> dict[str, Any]:
-        """Frame-level metrics on held-out test data when there are some, else validation."""
+        """Frame-level metrics on held-out test data when there are some, else validation.
+
+        The shipped bundle carries held_out.all_unseen (sources never trained on): that
+        is its honest headline, not its in-domain validation score.
+        """
+        metrics = self.metrics or {}
+        unseen = metrics.get("held_out", {}).get("all_unseen", {}).get("frame")
+        if unseen:
+            return {"split": "unseen sources", **unseen}
         for split in ("test", "validation"):
-            frame = (self.metrics or {}).get(split, {}).get("frame")
+            frame = metrics.get(split, {}).get("frame")
             if frame:
                 return {"split": split, **frame}
         return {}
