@@ -68,6 +68,11 @@ def main() -> None:
     ap.add_argument("--work", default="var/training/default")
     ap.add_argument("--out", default="var/models/default-v2")
     ap.add_argument("--version", default="2.0")
+    ap.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-score the bundle in --out on the held-out sources",
+    )
     args = ap.parse_args()
     s = args.size
     work = Path(args.work)
@@ -139,21 +144,43 @@ def main() -> None:
     def on_epoch(epoch: int, logs: dict) -> None:
         print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
 
-    bundle, history = training.train(
-        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
-    )
-    bundle.meta.parent = parent.meta.version
-    out = Path(args.out)
-    bundle.save(out)
-    bundle = ModelBundle.load(out)  # measure what ships
+    if not args.evaluate_only:
+        bundle, history = training.train(
+            train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
+        )
+        bundle.meta.parent = parent.meta.version
+        bundle.save(args.out)
+    else:
+        history = json.loads((work / "run" / "state.json").read_text())["history"]
+    bundle = ModelBundle.load(args.out)  # measure what ships
+    everything, all_scores = evaluate_held_out(bundle, work, s, ffpp.subset(~ffpp_train), lfw_items)
+    bundle.save(args.out)
+    training.save_curves(history, (everything.y, all_scores), work / "curves")
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
 
-    # ---- held-out sources, never trained on ----
+
+def evaluate_held_out(
+    bundle: ModelBundle, work: Path, s: int, ffpp_test: training.FaceSet, lfw_items
+):
+    """Score the bundle on sources it never trained on; store full metrics in its meta."""
     held = {}
     thr = bundle.meta.threshold
-    ffpp_test = ffpp.subset(~ffpp_train)
-    held["ffpp_c40_unseen_identities"] = summary(
-        "ffpp c40 469/481", training.evaluate_scores(ffpp_test, bundle.predict(ffpp_test.x), thr)
-    )
+
+    def record(key: str, data: training.FaceSet) -> np.ndarray:
+        scores = bundle.predict(data.x)
+        held[key] = training.evaluate_scores(data, scores, thr)
+        summary(key, held[key])
+        return scores
+
+    ffpp_scores = record("ffpp_c40_unseen_identities", ffpp_test)
+    # Each method against the originals of the same identities.
+    originals = ffpp_test.sources == "ffpp:original"
+    held["ffpp_c40_per_method"] = {}
+    for method in sorted(set(ffpp_test.sources.tolist()) - {"ffpp:original"}):
+        m = originals | (ffpp_test.sources == method)
+        held["ffpp_c40_per_method"][method.split(":")[1]] = training.evaluate_scores(
+            ffpp_test.subset(m), ffpp_scores[m], thr
+        )
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
@@ -177,16 +204,14 @@ def main() -> None:
             frames_per_video=32,
         ),
     )
-    held["ffpp_c23_pair"] = summary(
-        "ffpp c23 pair", training.evaluate_scores(pair, bundle.predict(pair.x), thr)
-    )
+    record("ffpp_c23_pair", pair)
     cip = cached(
         work / f"ciplab-{s}.npz",
         lambda: training.extract_faces(
             training.folder_items(DATA / "faces" / "ciplab", "ciplab"), s
         ),
     )
-    held["ciplab"] = summary("ciplab", training.evaluate_scores(cip, bundle.predict(cip.x), thr))
+    record("ciplab", cip)
     gan = cached(
         work / f"gan-{s}.npz",
         lambda: training.FaceSet.concat(
@@ -205,18 +230,11 @@ def main() -> None:
             ]
         ),
     )
-    held["stylegan3_vs_unseen_reals"] = summary(
-        "stylegan3 vs unseen reals", training.evaluate_scores(gan, bundle.predict(gan.x), thr)
-    )
+    record("stylegan3_vs_unseen_reals", gan)
     everything = training.FaceSet.concat([ffpp_test, pair, cip, gan])
-    all_scores = bundle.predict(everything.x)
-    held["all_unseen"] = summary(
-        "all unseen", training.evaluate_scores(everything, all_scores, thr)
-    )
+    all_scores = record("all_unseen", everything)
     bundle.meta.metrics["held_out"] = held
-    bundle.save(out)
-    training.save_curves(history, (everything.y, all_scores), work / "curves")
-    print(f"done in {time.time() - t0:.0f}s", flush=True)
+    return everything, all_scores
 
 
 if __name__ == "__main__":
