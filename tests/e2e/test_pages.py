@@ -182,3 +182,14 @@ def test_it_creates_shows_once_and_revokes_an_api_token(stack, page, hana, csp_v
     api = page.request.get(f"{stack.url}/api/analyses/", headers={"Authorization": f"Token {key}"})
     assert api.status == 401
     assert csp_violations == []
+
+
+def test_it_renders_the_api_docs_offline_from_its_own_files(stack, page, hana, csp_violations):
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(stack.url) else None)
+    sign_in(page, stack.url, "hana", "pw-hana-123")
+    page.goto(f"{stack.url}/api/docs/")
+    # Swagger UI draws the schema: the analyses endpoints are listed.
+    page.wait_for_selector("text=/api/analyses/", timeout=30_000)
+    assert page.is_visible(".swagger-ui")
+    assert outside == [] and csp_violations == []

@@ -17,18 +17,12 @@ from webapp.analyses.submit import create_analysis, delete_analysis
 from webapp.analyses.validation import RejectedUpload
 from webapp.api.serializers import AnalysisSerializer
 
-SWAGGER_CDN = "https://cdn.jsdelivr.net"
-
-
-# The Swagger UI comes from a CDN, with an inline <style>; its start-up script is a
-# separate request (the split view), so only this page's policy is widened.
-api_docs = csp_update(
-    {
-        "script-src": [SWAGGER_CDN],
-        "style-src": [SWAGGER_CDN, UNSAFE_INLINE],
-        "img-src": [SWAGGER_CDN],
-    }
-)(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
+# The Swagger UI is served from our own static files (drf-spectacular-sidecar: a
+# self-hosted site must not depend on a CDN); its page has an inline <style> and its
+# start-up script is a separate request (the split view), so only style is widened.
+api_docs = csp_update({"style-src": [UNSAFE_INLINE]})(
+    SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+)
 
 
 class AnalysisViewSet(

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "axes",
     "csp",
@@ -224,6 +225,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload clips, follow their analysis and fetch verdicts, reports and annotated videos.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Several models have a field named "status": name each set of choices (analyses
     # and training runs share one).
     "ENUM_NAME_OVERRIDES": {
