@@ -120,6 +120,9 @@ def browse(base: str, users, seconds: float) -> dict[str, dict]:
         sess = requests.Session()
         sess.cookies.set("sessionid", session_cookie(user))
         ids = list(Analysis.objects.filter(owner=user).values_list("id", flat=True)[:20])
+        from django.db import connection
+
+        connection.close()  # this thread is done with the database; don't hold a slot
         k = 0
         while time.time() < stop:
             for name, url in (
@@ -249,7 +252,9 @@ def main() -> None:
         browse(stack.url, users[:5], 3)  # warm up connections and caches
         web = browse(stack.url, users, args.seconds)
         web_rss = rss(stack.web.pid)
+        print(json.dumps(web), flush=True)
         ws = ws_latency(stack.port, users[0])
+        print(json.dumps(ws), flush=True)
         clip = astronaut_clip(tmp / "clip.mp4", 150)  # 6 s, 640x480
         one, rss1 = drain(stack, users[0], clip, args.clips, 1)
         two, rss2 = drain(stack, users[1], clip, args.clips, 2)

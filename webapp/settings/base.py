@@ -78,7 +78,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'verity.sqlite3'}"),
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+# Under ASGI each request may run on a different thread, so persistent connections pile
+# up (one per thread) until PostgreSQL refuses clients (seen in bench/load.py): close
+# them after each request unless told otherwise; put pgbouncer in front at scale.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("VERITY_DB_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
