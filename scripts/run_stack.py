@@ -4,76 +4,24 @@ Celery worker. Ctrl-C stops all of it."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+
+from webapp import localredis
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:  # the PyPI package "redis-server" ships a binary
-        import redis_server  # type: ignore[import-not-found]
-
-        return str(redis_server.REDIS_SERVER_PATH)
-    except ImportError:
-        return None
-
-
 def start_private_redis(procs: list[subprocess.Popen]) -> str:
-    binary = redis_binary()
-    if binary is None:
-        sys.exit(
-            "No Redis answers at REDIS_URL and no redis-server binary was found: install Redis (apt install redis-server)."
-        )
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="verity-redis-")
-    procs.append(
-        subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                data,
-            ]
-        )
-    )
-    for _ in range(50):
-        if answers("127.0.0.1", port):
-            break
-        time.sleep(0.1)
-    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        url, proc = localredis.start_private_redis()
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    procs.append(proc)
     print(
         f"No Redis answered at the configured URL: started a private redis-server at {url}",
         flush=True,
@@ -88,8 +36,7 @@ def main() -> None:
     host, port = env.get("VERITY_HOST", "127.0.0.1"), env.get("VERITY_PORT", "8000")
     procs: list[subprocess.Popen] = []
     redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    u = urlparse(redis_url)
-    if not answers(u.hostname or "127.0.0.1", u.port or 6379):
+    if not localredis.url_answers(redis_url):
         redis_url = start_private_redis(procs)
         env["REDIS_URL"] = redis_url
     procs.append(
