@@ -42,15 +42,18 @@ def redis_binary() -> str | None:
         return None
 
 
-def start_private_redis() -> tuple[str, subprocess.Popen]:
-    """Start redis-server on a free port, keeping nothing on disk; returns (url, process)."""
+def start_private_redis(
+    port: int | None = None, data_dir: str | None = None
+) -> tuple[str, subprocess.Popen]:
+    """Start redis-server (on a free port unless given), keeping nothing on disk;
+    returns (url, process)."""
     binary = redis_binary()
     if binary is None:
         raise RuntimeError(
             "No Redis answers at REDIS_URL and no redis-server binary was found: "
             "install Redis (apt install redis-server) or set REDIS_URL."
         )
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,

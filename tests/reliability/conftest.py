@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.stack import Stack, free_port
+from webapp.localredis import start_private_redis
 
 # Short clocks so that recovery happens within a test's patience.
 FAST = {
@@ -45,22 +46,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        _url, self.proc = start_private_redis(self.port, self.dir)
         wait_for(lambda: _answers(self.port), 10, "redis to start")
 
     def stop(self) -> None:
