@@ -66,7 +66,7 @@ def start_private_redis(
             "--appendonly",
             "no",
             "--dir",
-            tempfile.mkdtemp(prefix="verity-redis-"),
+            data_dir or tempfile.mkdtemp(prefix="verity-redis-"),
         ],
         stdout=subprocess.DEVNULL,
     )
