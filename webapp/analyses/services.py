@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from detector.errors import Cancelled, DetectorError
 from detector.model import ModelBundle
 from detector.pipeline import Artifacts, Options, analyse_video
 from webapp.analyses.models import FINISHED, Analysis, Status
+from webapp.heartbeat import Heartbeat
 from webapp.live.publish import publish_analysis
 
 log = logging.getLogger(__name__)
@@ -157,40 +157,6 @@ class _Progress:
         publish_analysis(a)
 
 
-class _Heartbeat:
-    """Touches the row every few seconds while a job runs, so that the reaper can tell a
-    slow step (loading the model, one long batch) from a dead worker."""
-
-    def __init__(self, analysis_id) -> None:
-        self.analysis_id = analysis_id
-        self.interval = max(1.0, settings.VERITY_STALE_SECONDS / 4)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-{analysis_id}", daemon=True
-        )
-
-    def _run(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self._stop.wait(self.interval):
-                Analysis.objects.filter(id=self.analysis_id, status=Status.RUNNING).update(
-                    heartbeat=timezone.now()
-                )
-        except Exception:  # noqa: BLE001 - a lost heartbeat only delays recovery
-            log.warning("heartbeat for %s stopped", self.analysis_id, exc_info=True)
-        finally:
-            connection.close()  # this thread's own connection
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def _local_copy(analysis: Analysis, tmp: Path) -> Path:
     """The upload as a local file: storage may be remote (S3), so copy in chunks."""
     try:
@@ -254,7 +220,13 @@ def execute_analysis(analysis_id: str) -> str:
         return analysis.status
     publish_analysis(analysis)
     log.info("analysis %s: started (attempt %s)", analysis.id, analysis.attempts)
-    with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir, _Heartbeat(analysis.id):
+    # Touch the row every few seconds, well inside the reaper's staleness window.
+    heartbeat = Heartbeat(
+        Analysis.objects.filter(id=analysis.id, status=Status.RUNNING),
+        max(1.0, settings.VERITY_STALE_SECONDS / 4),
+        f"heartbeat-{analysis.id}",
+    )
+    with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir, heartbeat:
         tmp = Path(tmpdir)
         out_video = tmp / "annotated.mp4"
         try:

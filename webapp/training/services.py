@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,11 +19,12 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from detector.errors import Cancelled
+from webapp.heartbeat import Heartbeat
 from webapp.live.publish import publish_training_run
 from webapp.training.models import RUN_FINISHED, ModelVersion, RunStatus, TrainingRun
 
@@ -176,37 +176,6 @@ def split_faces(faces, seed: int = SEED):
 # ---- progress ------------------------------------------------------------------------
 
 
-class _Heartbeat:
-    """Touches the row while the run works, so a second delivery of the task (Redis
-    redelivers unacknowledged messages after its visibility timeout) can tell a long
-    epoch from a dead worker."""
-
-    def __init__(self, run_id: int, interval: float = HEARTBEAT_SECONDS) -> None:
-        self.run_id = run_id
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"train-hb-{run_id}", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                TrainingRun.objects.filter(id=self.run_id, status=RunStatus.RUNNING).update(
-                    heartbeat=timezone.now()
-                )
-        except Exception:  # noqa: BLE001 - a lost heartbeat only delays recovery
-            log.warning("heartbeat for training run %s stopped", self.run_id, exc_info=True)
-        finally:
-            close_old_connections()
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 class _Reporter:
     """Row updates and WebSocket notifications, each one a check for cancellation."""
 
@@ -331,7 +300,12 @@ def execute_training_run(run_id: int) -> str:
     run.append_log(f"started (attempt {run.attempts})")
     work = Path(settings.VAR_DIR) / "training" / f"run-{run.id}"
     try:
-        with _Heartbeat(run.id), tempfile.TemporaryDirectory(prefix="verity-train-") as tmp:
+        heartbeat = Heartbeat(
+            TrainingRun.objects.filter(id=run.id, status=RunStatus.RUNNING),
+            HEARTBEAT_SECONDS,
+            f"train-hb-{run.id}",
+        )
+        with heartbeat, tempfile.TemporaryDirectory(prefix="verity-train-") as tmp:
             _train(run, Path(tmp), work)
     except Cancelled:
         run.refresh_from_db()
