@@ -31,3 +31,7 @@ class BundleMismatch(DetectorError):
 
 class Cancelled(DetectorError):
     code = "cancelled"
+
+
+class RuntimeUnavailable(DetectorError):
+    code = "runtime_unavailable"

@@ -7,6 +7,7 @@ a bundle whose metadata it does not understand rather than guessing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from detector.errors import BundleMismatch
+from detector.errors import BundleMismatch, RuntimeUnavailable
+from detector.runtime import RUNTIMES, Runner, keras_runner, load_onnx
+
+log = logging.getLogger(__name__)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -97,29 +101,86 @@ def build_xception(input_size: int, init_weights: str | None = None):
     return keras.Model(base.input, out, name="verity_xception")
 
 
-def preprocess(crops: np.ndarray) -> np.ndarray:
-    """Xception's preprocess_input: RGB uint8 -> float32 in [-1, 1]."""
-    from keras.applications.xception import preprocess_input
+def load_keras(path: Path, input_size: int):
+    """An Xception at `input_size` with the bundle's weights; refuses weights that don't fit."""
+    model = build_xception(input_size)
+    with np.load(path / "weights.npz") as data:
+        arrays = [data[f"w{i}"].astype("float32") for i in range(len(data.files))]
+    expected = model.get_weights()
+    if len(arrays) != len(expected) or any(
+        a.shape != e.shape for a, e in zip(arrays, expected, strict=True)
+    ):
+        raise BundleMismatch(f"The weights in {path} do not fit an Xception at {input_size} px.")
+    model.set_weights(arrays)
+    return model
 
-    return preprocess_input(crops.astype("float32"))
+
+def preprocess(crops: np.ndarray) -> np.ndarray:
+    """Xception's preprocess_input: RGB uint8 -> float32 in [-1, 1].
+
+    The same arithmetic as keras.applications.xception.preprocess_input (x / 127.5 - 1),
+    in numpy so that inference on ONNX Runtime never has to import Keras.
+    """
+    x = crops.astype(np.float32)
+    x /= np.float32(127.5)
+    x -= np.float32(1.0)
+    return x
 
 
 class ModelBundle:
-    """A loaded classifier. Load once per process; `predict` is thread-compatible."""
+    """A loaded classifier. Load once per process; `predict` is thread-compatible.
 
-    def __init__(self, meta: BundleMeta, model, path: Path | None = None, batch_size: int = 16):
+    `runtime` picks what runs the network: "keras" (the reference), "onnx" (ONNX Runtime,
+    only once verified against Keras within 1e-3; see detector.runtime) or "auto" (ONNX
+    Runtime when it is installed and verified, Keras otherwise). `self.runtime` says
+    which one was chosen.
+    """
+
+    def __init__(
+        self,
+        meta: BundleMeta,
+        model=None,
+        path: Path | None = None,
+        batch_size: int = 16,
+        runtime: str = "keras",
+    ):
         self.meta = meta
-        self.model = model
+        self._model = model
         self.path = path
         self.batch_size = batch_size
-        self._fn = None
+        self.runtime = "keras"
+        self.runtime_record: dict[str, Any] = {}
+        self._run: Runner | None = None
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        if runtime != "keras":
+            try:
+                self._run, self.runtime_record = load_onnx(
+                    path, self.input_size, batch_size, lambda: self.model
+                )
+                self.runtime = "onnx"
+            except RuntimeUnavailable as exc:
+                if runtime == "onnx":
+                    raise
+                log.warning("using the Keras runtime: %s", exc)
 
     @property
     def input_size(self) -> int:
         return int(self.meta.input_size)
 
+    @property
+    def model(self):
+        """The Keras model, built from the bundle's weights on first use."""
+        if self._model is None:
+            if self.path is None:
+                raise BundleMismatch("This bundle has neither a Keras model nor a folder.")
+            self._model = load_keras(self.path, int(self.meta.input_size))
+        return self._model
+
     @classmethod
-    def load(cls, path: str | Path | None = None, batch_size: int = 16) -> ModelBundle:
+    def load(
+        cls, path: str | Path | None = None, batch_size: int = 16, runtime: str = "keras"
+    ) -> ModelBundle:
         path = Path(path) if path else DEFAULT_BUNDLE
         meta_file = path / "meta.json"
         if not meta_file.exists():
@@ -129,21 +190,12 @@ class ModelBundle:
         except json.JSONDecodeError as exc:
             raise BundleMismatch(f"meta.json in {path} is not valid JSON: {exc}") from exc
         meta.validate()
-        weights_file = path / "weights.npz"
-        if not weights_file.exists():
+        if not (path / "weights.npz").exists():
             raise BundleMismatch(f"No weights.npz in {path}.")
-        model = build_xception(int(meta.input_size))
-        with np.load(weights_file) as data:
-            arrays = [data[f"w{i}"].astype("float32") for i in range(len(data.files))]
-        expected = model.get_weights()
-        if len(arrays) != len(expected) or any(
-            a.shape != e.shape for a, e in zip(arrays, expected, strict=True)
-        ):
-            raise BundleMismatch(
-                f"The weights in {path} do not fit an Xception at {meta.input_size} px."
-            )
-        model.set_weights(arrays)
-        return cls(meta, model, path, batch_size)
+        # Keras builds the model now (checking the weights fit); the ONNX path defers it
+        # to a first export, so a cached export loads without TensorFlow.
+        model = load_keras(path, int(meta.input_size)) if runtime == "keras" else None
+        return cls(meta, model, path, batch_size, runtime)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -155,37 +207,20 @@ class ModelBundle:
         self.path = path
         return path
 
-    def _compiled(self):
-        if self._fn is None:
-            import tensorflow as tf
-
-            s = self.input_size
-            spec = tf.TensorSpec([self.batch_size, s, s, 3], tf.float32)
-            model = self.model
-            # One fixed input signature: Keras would otherwise retrace per batch shape.
-            self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return self._fn
+    def _runner(self) -> Runner:
+        if self._run is None:
+            self._run = keras_runner(self.model, self.input_size, self.batch_size)
+        return self._run
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Fake probability for each RGB uint8 crop of shape (n, s, s, 3)."""
-        n = len(crops)
-        if n == 0:
+        if len(crops) == 0:
             return np.zeros((0,), np.float32)
-        fn = self._compiled()
-        x = preprocess(crops)
-        out = np.empty((n,), np.float32)
-        b = self.batch_size
-        for start in range(0, n, b):
-            chunk = x[start : start + b]
-            m = len(chunk)
-            if m < b:
-                chunk = np.concatenate([chunk, np.zeros((b - m, *chunk.shape[1:]), np.float32)])
-            probs = fn(chunk).numpy()
-            out[start : start + m] = probs[:m, CLASS_ORDER.index("fake")]
-        return self.calibrate(out)
+        probs = self._runner()(preprocess(crops))
+        return self.calibrate(probs[:, CLASS_ORDER.index("fake")])
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:
         cal = self.meta.calibration

@@ -17,7 +17,15 @@ from detector import tracking, verdict
 from detector.faces import Box, FaceDetector, square_crop
 from detector.model import ModelBundle
 from detector.report import Face, FrameResult, Report, Track, Verdict
-from detector.video import H264Writer, even_size, iter_frames, probe, sample_frames
+from detector.video import (
+    H264Writer,
+    even_size,
+    iter_raw_frames,
+    probe,
+    sample_frames,
+    upright,
+    yuv_planes,
+)
 
 ProgressFn = Callable[[str, float], None]
 
@@ -177,7 +185,12 @@ def analyse_video(
         video=info,
         frames=frames,
         tracks=tracks,
-        model={"name": meta.name, "version": meta.version, "input_size": meta.input_size},
+        model={
+            "name": meta.name,
+            "version": meta.version,
+            "input_size": meta.input_size,
+            "runtime": bundle.runtime,
+        },
         options={"frames": options.frames, "detector": options.detector},
         timings={k: round(v, 4) for k, v in timings.items()},
     )
@@ -245,37 +258,97 @@ def render_annotated(
     w, h, scale = even_size(info.width, info.height, options.annotate_max_side)
     total = max(1, info.frame_count)
     with H264Writer(output_video, info.fps, w, h, preset=options.preset) as writer:
-        for i, _t, img in iter_frames(path):
-            if img.shape[1] != w or img.shape[0] != h:
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            else:
-                img = img.copy()
-            for box, track in boxes_at.get(i, []):
-                _draw(img, box, track, scale)
-            writer.write(img)
+        for i, _t, frame in iter_raw_frames(path):
+            rotation = int(frame.rotation or 0) % 360
+            if rotation == 0 and frame.width == w and frame.height == h:
+                # The common case: draw on the decoder's own YUV planes. Converting every
+                # frame to RGB and back cost about 1.8 s of a 10 s 720p clip's 2.7 s render.
+                yuv = frame.to_ndarray(format="yuv420p")
+                for box, track in boxes_at.get(i, []):
+                    _draw_yuv(yuv, w, h, _layout(box, track, scale, h, w))
+                writer.write_yuv(yuv)
+            else:  # rotated, odd-sized or downscaled frames go through RGB
+                img = upright(frame.to_ndarray(format="rgb24"), rotation)
+                if img.shape[1] != w or img.shape[0] != h:
+                    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+                for box, track in boxes_at.get(i, []):
+                    _paint(img, _layout(box, track, scale, h, w))
+                writer.write(img)
             if i % 10 == 0:
                 progress("rendering", i / total)
     progress("rendering", 1.0)
     return writer.frames
 
 
-def _draw(img: np.ndarray, box: Box, track: Track, scale: float) -> None:
+@dataclass
+class _Label:
+    """Where one face's box and label go, in output-frame pixels."""
+
+    box: tuple[int, int, int, int]
+    colour: tuple[int, int, int]
+    thick: int
+    text: str
+    scale: float
+    tag: tuple[int, int, int, int]  # the filled rectangle behind the text
+    origin: tuple[int, int]
+
+    def bounds(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Everything drawn lies inside this even-aligned rectangle (x0, y0, x1, y1)."""
+        m = self.thick + 2
+        x0 = min(self.box[0], self.tag[0]) - m
+        y0 = min(self.box[1], self.tag[1]) - m
+        x1 = max(self.box[2], self.tag[2]) + m
+        y1 = max(self.box[3], self.tag[3]) + m
+        x0, y0 = max(0, x0) // 2 * 2, max(0, y0) // 2 * 2
+        x1, y1 = min(width, (x1 + 1) // 2 * 2), min(height, (y1 + 1) // 2 * 2)
+        return x0, y0, x1, y1
+
+
+def _layout(box: Box, track: Track, scale: float, height: int, width: int) -> _Label:
     colour = {"fake": RED, "real": GREEN}.get(track.label, AMBER)
     l, t, r, b = (round(v * scale) for v in box.to_list())
-    thick = max(2, round(min(img.shape[:2]) / 300))
-    cv2.rectangle(img, (l, t), (r, b), colour, thick)
+    thick = max(2, round(min(height, width) / 300))
     text = _label_text(track.label, track.fake_probability, track.confidence)
-    fs = max(0.5, min(img.shape[:2]) / 900)
+    fs = max(0.5, min(height, width) / 900)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
     y = t - 4 if t - th - base - 4 > 0 else b + th + base + 4
-    cv2.rectangle(img, (l, y - th - base), (l + tw + 6, y + base // 2), colour, -1)
+    tag = (l, y - th - base, l + tw + 6, y + base // 2)
+    return _Label((l, t, r, b), colour, thick, text, fs, tag, (l + 3, y - base // 2))
+
+
+def _paint(img: np.ndarray, lab: _Label, dx: int = 0, dy: int = 0) -> None:
+    """Draw a label on an RGB image whose top-left corner is at (dx, dy) of the frame."""
+    l, t, r, b = lab.box
+    cv2.rectangle(img, (l - dx, t - dy), (r - dx, b - dy), lab.colour, lab.thick)
+    x0, y0, x1, y1 = lab.tag
+    cv2.rectangle(img, (x0 - dx, y0 - dy), (x1 - dx, y1 - dy), lab.colour, -1)
     cv2.putText(
         img,
-        text,
-        (l + 3, y - base // 2),
+        lab.text,
+        (lab.origin[0] - dx, lab.origin[1] - dy),
         cv2.FONT_HERSHEY_SIMPLEX,
-        fs,
+        lab.scale,
         (255, 255, 255),
-        thick - 1 or 1,
+        lab.thick - 1 or 1,
         cv2.LINE_AA,
     )
+
+
+def _draw_yuv(yuv: np.ndarray, width: int, height: int, lab: _Label) -> None:
+    """Draw on a packed yuv420p frame: only the patch around the label goes through RGB."""
+    x0, y0, x1, y1 = lab.bounds(height, width)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    y, u, v = yuv_planes(yuv, width, height)
+    py = y[y0:y1, x0:x1]
+    pu = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    pv = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    ph, pw = py.shape
+    i420 = np.concatenate([py.ravel(), pu.ravel(), pv.ravel()]).reshape(ph * 3 // 2, pw)
+    rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    _paint(rgb, lab, x0, y0)
+    back = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    n = ph * pw
+    py[:] = back[:n].reshape(ph, pw)
+    pu[:] = back[n : n + n // 4].reshape(ph // 2, pw // 2)
+    pv[:] = back[n + n // 4 :].reshape(ph // 2, pw // 2)

@@ -8,7 +8,7 @@ Schema (version 1):
     frames           [{index, time, faces: [{box: [l, t, r, b], fake_probability, track_id}]}]
     tracks           [{id, first_frame, last_frame, faces, fake_probability, label, confidence,
                        box}]
-    model            {name, version, input_size}
+    model            {name, version, input_size, runtime: onnx|keras}
     options          {frames, detector}
     timings          {stage: seconds, ..., total}
 """

@@ -535,7 +535,7 @@ def finalize(bundle: ModelBundle, train_set: FaceSet, val_set: FaceSet, seed: in
             [w.astype(np.float16).astype(np.float32) for w in bundle.model.get_weights()]
         )
     bundle.meta.calibration = None
-    bundle._fn = None
+    bundle._run = None  # the weights changed: trace again
     raw = bundle.predict(val_set.x)
     if len(set(val_set.y.tolist())) == 2:
         a, b = fit_platt(val_set.y, raw)

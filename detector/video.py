@@ -225,8 +225,8 @@ def _to_sample(frame: av.VideoFrame, index: int, time: float | None = None) -> S
     return SampledFrame(index=index, time=max(0.0, t), image=img)
 
 
-def iter_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Every frame of the clip, upright, as (index, time, RGB array)."""
+def iter_raw_frames(path: str | Path) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """Every decoded frame of the clip as (index, time, frame), not yet converted."""
     with _open(path) as container:
         stream = _video_stream(container)
         start = stream.start_time or 0
@@ -235,11 +235,27 @@ def iter_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
             for frame in container.decode(stream):
                 i += 1
                 t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else 0.0
-                yield i, t, upright(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0))
+                yield i, t, frame
         except av.error.FFmpegError:
             if i < 0:
                 raise UnreadableVideo("The video track could not be decoded.") from None
             # Damaged tail: stop at the last good frame.
+
+
+def iter_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Every frame of the clip, upright, as (index, time, RGB array)."""
+    for i, t, frame in iter_raw_frames(path):
+        yield i, t, upright(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0))
+
+
+def yuv_planes(yuv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
+    """Views of the Y, U and V planes of a packed yuv420p array (even width and height)."""
+    flat = yuv.reshape(-1)
+    n = width * height
+    y = flat[:n].reshape(height, width)
+    u = flat[n : n + n // 4].reshape(height // 2, width // 2)
+    v = flat[n + n // 4 : n + n // 2].reshape(height // 2, width // 2)
+    return y, u, v
 
 
 class H264Writer:
@@ -271,7 +287,13 @@ class H264Writer:
     def write(self, rgb: np.ndarray) -> None:
         if rgb.shape[0] != self.height or rgb.shape[1] != self.width:
             rgb = rgb[: self.height, : self.width]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+
+    def write_yuv(self, yuv: np.ndarray) -> None:
+        """A packed yuv420p frame of exactly the writer's size: no colour conversion."""
+        self._encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p"))
+
+    def _encode(self, frame: av.VideoFrame) -> None:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1

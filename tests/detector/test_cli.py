@@ -64,6 +64,8 @@ def test_it_analyses_several_clips_skips_a_bad_one_and_fails_the_exit_status(
     )
     assert json.loads((reports / "blank.json").read_text())["verdict"]["label"] == "no_face"
     assert astro["model"]["version"] == "tiny-1" and "total" in astro["timings"]
+    # The default runtime is ONNX Runtime once the export was verified (conftest did that).
+    assert astro["model"]["runtime"] == "onnx"
     # Annotated videos for the clips that worked.
     assert read_all(videos / "astro.annotated.mp4")[0] == 20
     # Plain log lines when stderr is not a terminal.
@@ -83,10 +85,13 @@ def test_it_writes_one_report_and_no_video_when_asked(clips, tiny_bundle, tmp_pa
         str(tiny_bundle.path),
         "--frames",
         "4",
+        "--runtime",
+        "keras",
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
     assert len(data["frames"]) == 4 and "render" not in data["timings"]
+    assert data["model"]["runtime"] == "keras"
 
 
 def test_it_refuses_a_bundle_that_does_not_match(clips, tmp_path):

@@ -169,3 +169,30 @@ def test_it_detects_the_same_faces_on_strided_frames_every_time():
     expected = [(b.to_list(), round(b.score, 4)) for b in det.detect(img)]
     for _ in range(3):
         assert [(b.to_list(), round(b.score, 4)) for b in det.detect(strided)] == expected
+
+
+def test_it_draws_labels_on_yuv_frames_as_it_does_on_rgb():
+    import cv2
+
+    from detector.faces import Box
+    from detector.pipeline import RED, _draw_yuv, _layout, _paint
+    from detector.report import Track
+
+    img = cv2.resize(astronaut(), (640, 480))
+    h, w = img.shape[:2]
+    yuv = cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420)
+    track = Track(0, 0, 0, 1, fake_probability=0.9, label="fake", confidence=0.8, box=[])
+    lab = _layout(Box(200, 100, 330, 240), track, 1.0, h, w)
+    # Drawn on the YUV planes (the render's fast path) and on RGB (the general path).
+    _draw_yuv(yuv, w, h, lab)
+    rgb = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
+    _paint(rgb, lab)
+    fast = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420).astype(int)
+    # The same picture, up to the rounding of one colour conversion.
+    assert np.abs(fast - rgb.astype(int)).mean() < 1.0
+    # The box edge is red, and outside the label's patch nothing changed.
+    l, t, r, b = lab.box
+    assert np.abs(fast[(t + b) // 2, l] - np.array(RED)).sum() < 40
+    x0, y0, x1, y1 = lab.bounds(h, w)
+    untouched = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
+    assert np.array_equal(fast[y1 + 2 :], untouched[y1 + 2 :].astype(int))

@@ -423,7 +423,7 @@ OPTIONS = {
         "--name",
         "--version",
     ],
-    "evaluate": [*SOURCE_OPTIONS, "--data", "--model", "--threshold", "--json"],
+    "evaluate": [*SOURCE_OPTIONS, "--data", "--model", "--threshold", "--json", "--runtime"],
 }
 
 

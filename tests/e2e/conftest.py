@@ -30,7 +30,7 @@ SCREENSHOTS = Path(
 
 
 @pytest.fixture
-def stack(transactional_db, tmp_path, settings):
+def stack(transactional_db, tmp_path, settings, shipped_onnx):
     settings.MEDIA_ROOT = tmp_path / "media"
     s = Stack(tmp_path)
     s.start_web()

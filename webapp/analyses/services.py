@@ -44,7 +44,7 @@ def get_bundle(path: str | None = None) -> ModelBundle:
     key = (path, meta.stat().st_mtime if meta.exists() else 0.0)
     if key not in _bundles:
         _bundles.clear()
-        bundle = ModelBundle.load(path)
+        bundle = ModelBundle.load(path, runtime=settings.VERITY_RUNTIME)
         bundle.warm_up()
         _bundles[key] = bundle
     return _bundles[key]

@@ -3,6 +3,7 @@ embedded defaults so that one command runs the site on a fresh machine."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -139,6 +140,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10_485_760
 VERITY_MAX_UPLOAD_BYTES = env.int("VERITY_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
 VERITY_FRAMES = env.int("VERITY_FRAMES", default=32)
 VERITY_MODEL_DIR = env.str("VERITY_MODEL_DIR", default=str(BASE_DIR / "models" / "default"))
+# What runs the network in the worker: auto (ONNX Runtime once verified against Keras
+# within 1e-3, else Keras), onnx or keras. Verified exports are cached in VERITY_CACHE_DIR.
+VERITY_RUNTIME = env.str("VERITY_RUNTIME", default="auto")
+os.environ.setdefault("VERITY_CACHE_DIR", str(VAR_DIR / "cache"))
 # Fair use: analyses a user may have waiting or running, and running at once.
 VERITY_MAX_QUEUED_PER_USER = env.int("VERITY_MAX_QUEUED_PER_USER", default=10)
 VERITY_MAX_RUNNING_PER_USER = env.int("VERITY_MAX_RUNNING_PER_USER", default=2)

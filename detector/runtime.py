@@ -1,0 +1,273 @@
+"""Runners for a bundle's classifier: Keras (the reference) and ONNX Runtime (faster on CPU).
+
+ONNX Runtime is used only when it agrees with Keras: on first use the Keras model is
+exported with tf2onnx, both run the same probe batch, and the export is kept only if every
+probability differs by at most `PARITY_TOLERANCE`. The verified export is cached under
+`$VERITY_CACHE_DIR/onnx/` (default `~/.cache/verity`), keyed by the bundle's file
+contents, so a later process loads it without importing TensorFlow at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.errors import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "onnx", "keras")
+PARITY_TOLERANCE = 1e-3
+PROBE_SIZE = 16
+ONNX_OPSET = 17
+CACHE_KEEP = 6
+
+# Takes preprocessed float32 crops (n, s, s, 3) and returns softmax rows (n, 2).
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VERITY_CACHE_DIR") or Path.home() / ".cache" / "verity")
+
+
+def bundle_key(path: Path) -> str:
+    """A digest of the bundle's files: a retrained bundle never reuses a stale export."""
+    h = hashlib.sha256()
+    for name in ("meta.json", "weights.npz"):
+        with open(path / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:24]
+
+
+def keras_runner(model: Any, input_size: int, batch_size: int) -> Runner:
+    """The model behind one fixed-shape tf.function: Keras retraces for every new shape."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), 2), np.float32)
+        for start in range(0, len(x), batch_size):
+            chunk = x[start : start + batch_size]
+            m = len(chunk)
+            if m < batch_size:
+                pad = np.zeros((batch_size - m, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            out[start : start + m] = fn(chunk).numpy()[:m]
+        return out
+
+    return run
+
+
+def onnx_runner(model_file: Path, batch_size: int) -> Runner:
+    """An ONNX Runtime session on every core; batches of any size (no retracing here)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # an install without the runtime
+        raise RuntimeUnavailable(
+            "ONNX Runtime is not installed (pip install onnxruntime)."
+        ) from exc
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), 2), np.float32)
+        for start in range(0, len(x), batch_size):
+            chunk = np.ascontiguousarray(x[start : start + batch_size], np.float32)
+            out[start : start + len(chunk)] = session.run(None, {name: chunk})[0]
+        return out
+
+    return run
+
+
+def export_onnx(model: Any, input_size: int, out: Path) -> Path:
+    """Write the Keras model as ONNX (batch dimension left free)."""
+    try:
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as exc:
+        raise RuntimeUnavailable("tf2onnx is not installed (pip install tf2onnx).") from exc
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="crops")
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=ONNX_OPSET)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a concurrent process never sees half a file.
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".part", delete=False) as f:
+        f.write(proto.SerializeToString())
+    os.replace(f.name, out)
+    return out
+
+
+def probe_batch(input_size: int, n: int = PROBE_SIZE, seed: int = 0) -> np.ndarray:
+    """Preprocessed inputs that exercise the whole range: noise, gradients, flat fields."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, input_size, input_size, 3)).astype(np.float32)
+    ramp = np.linspace(-1, 1, input_size, dtype=np.float32)
+    x[n // 2 :] = ramp[None, :, None, None] * rng.uniform(0.2, 1, (n - n // 2, 1, 1, 3))
+    return x
+
+
+def parity(reference: Runner, candidate: Runner, input_size: int) -> float:
+    """Largest absolute difference between the two runners' probabilities on the probe."""
+    x = probe_batch(input_size)
+    return float(np.abs(reference(x) - candidate(x)).max())
+
+
+def _cached(bundle_path: Path | None) -> tuple[Path, Path] | None:
+    if bundle_path is None:
+        return None
+    key = bundle_key(bundle_path)
+    folder = cache_dir() / "onnx"
+    return folder / f"{key}.onnx", folder / f"{key}.json"
+
+
+def _verified(paths: tuple[Path, Path] | None, tolerance: float) -> dict[str, Any] | None:
+    if paths is None or not (paths[0].exists() and paths[1].exists()):
+        return None
+    record = json.loads(paths[1].read_text())
+    return record if record.get("max_abs_diff", 1.0) <= tolerance else None
+
+
+def load_onnx(
+    bundle_path: Path | None,
+    input_size: int,
+    batch_size: int,
+    keras_model: Callable[[], Any],
+) -> tuple[Runner, dict[str, Any]]:
+    """An ONNX runner for the bundle, verified against Keras; raises RuntimeUnavailable.
+
+    1. A cached export whose record says it passed parity is used as it is.
+    2. Otherwise a child process exports and checks it (TensorFlow and tf2onnx peak at
+       several GiB while converting, which a serving worker should not keep), and the
+       cached result is loaded.
+    3. A bundle with no folder, or a cache that cannot be written, is exported here.
+    """
+    try:
+        import onnxruntime  # noqa: F401 - before paying for an export that could not run
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            "ONNX Runtime is not installed (pip install onnxruntime)."
+        ) from exc
+    paths = _cached(bundle_path)
+    record = _verified(paths, PARITY_TOLERANCE)
+    if paths and record is None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "detector.runtime", str(bundle_path)]
+            + ["--tolerance", repr(PARITY_TOLERANCE), "--batch-size", str(batch_size)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode == EXIT_DISAGREES:
+            raise RuntimeUnavailable(proc.stderr.strip().splitlines()[-1])
+        if proc.returncode != 0:
+            log.warning("the ONNX export failed in a child process:\n%s", proc.stderr[-2000:])
+        record = _verified(paths, PARITY_TOLERANCE)
+    if paths and record is not None:
+        return onnx_runner(paths[0], batch_size), record
+    return export_verified(paths, input_size, batch_size, keras_model(), PARITY_TOLERANCE)
+
+
+def export_verified(
+    paths: tuple[Path, Path] | None,
+    input_size: int,
+    batch_size: int,
+    model: Any,
+    tolerance: float,
+) -> tuple[Runner, dict[str, Any]]:
+    """Export, run the probe through both, and cache the export if they agree."""
+    t = time.perf_counter()
+    folder = paths[0].parent if paths else None
+    try:
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = None
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        exported = export_onnx(model, input_size, Path(tmp) / "model.onnx")
+        candidate = onnx_runner(exported, batch_size)
+        diff = parity(keras_runner(model, input_size, batch_size), candidate, input_size)
+        record = {
+            "max_abs_diff": diff,
+            "tolerance": tolerance,
+            "probe": PROBE_SIZE,
+            "opset": ONNX_OPSET,
+            "export_seconds": round(time.perf_counter() - t, 2),
+        }
+        if diff > tolerance:
+            raise RuntimeUnavailable(
+                f"ONNX Runtime disagrees with Keras by {diff:.2e} (tolerance "
+                f"{tolerance:.0e}) on this model; use the Keras runtime."
+            )
+        if paths is None or folder is None:
+            return candidate, record
+        try:
+            os.replace(exported, paths[0])
+            paths[1].write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:  # a read-only cache only costs the next process an export
+            log.warning("could not cache the ONNX export in %s: %s", folder, exc)
+            return candidate, record
+    log.info("exported to ONNX (max |diff| %.1e)", diff)
+    prune(paths[0].parent)
+    return onnx_runner(paths[0], batch_size), record
+
+
+def prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Keep the newest `keep` exports: every retrained bundle adds one of about 80 MB."""
+    exports = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in exports[keep:]:
+        for f in (old, old.with_suffix(".json")):
+            f.unlink(missing_ok=True)
+
+
+EXIT_DISAGREES = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m detector.runtime BUNDLE_DIR`: export, verify and cache (used by load_onnx)."""
+    import argparse
+
+    from detector.model import BundleMeta, load_keras
+
+    ap = argparse.ArgumentParser(prog="python -m detector.runtime")
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    meta = BundleMeta.from_dict(json.loads((args.bundle / "meta.json").read_text()))
+    size = int(meta.input_size)
+    try:
+        _, record = export_verified(
+            _cached(args.bundle),
+            size,
+            args.batch_size,
+            load_keras(args.bundle, size),
+            args.tolerance,
+        )
+    except RuntimeUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_DISAGREES
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())
