@@ -17,4 +17,6 @@ RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput
 RUN useradd --create-home verity && mkdir -p /data && chown verity /data
 USER verity
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "webapp.asgi:application"]
+# uvicorn with one process per core (VERITY_WEB_WORKERS), HTTP and WebSocket.
+ENV VERITY_HOST=0.0.0.0 VERITY_PORT=8000
+CMD ["python", "-m", "webapp.server"]

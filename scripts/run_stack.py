@@ -29,6 +29,12 @@ def start_private_redis(procs: list[subprocess.Popen]) -> str:
     return url
 
 
+def name(proc: subprocess.Popen) -> str:
+    # "celery", "redis-server", or the module that python -m runs ("webapp.server").
+    args = [str(a) for a in proc.args]
+    return args[2] if args[1:2] == ["-m"] else Path(args[0]).name
+
+
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
@@ -39,13 +45,9 @@ def main() -> None:
     if not localredis.url_answers(redis_url):
         redis_url = start_private_redis(procs)
         env["REDIS_URL"] = redis_url
-    procs.append(
-        subprocess.Popen(
-            [str(BIN / "daphne"), "-b", host, "-p", port, "webapp.asgi:application"],
-            cwd=ROOT,
-            env=env,
-        )
-    )
+    env["VERITY_HOST"], env["VERITY_PORT"] = host, port
+    # uvicorn, one process per core (VERITY_WEB_WORKERS): see webapp/server.py.
+    procs.append(subprocess.Popen([sys.executable, "-m", "webapp.server"], cwd=ROOT, env=env))
     procs.append(
         subprocess.Popen(
             [
@@ -92,10 +94,7 @@ def main() -> None:
     while True:
         for p in procs:
             if p.poll() is not None:
-                print(
-                    f"{Path(p.args[0]).name} exited with status {p.returncode}; stopping.",
-                    flush=True,
-                )
+                print(f"{name(p)} exited with status {p.returncode}; stopping.", flush=True)
                 stop()
         time.sleep(0.5)
 

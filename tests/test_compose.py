@@ -43,9 +43,10 @@ def test_the_workers_consume_every_queue_named_in_the_celery_app():
 
 def test_the_environment_matches_what_the_settings_read():
     services = _compose()["services"]
-    settings_text = (ROOT / "webapp" / "settings" / "base.py").read_text() + (
-        ROOT / "webapp" / "settings" / "production.py"
-    ).read_text()
+    settings_text = "".join(
+        (ROOT / "webapp" / name).read_text()
+        for name in ("settings/base.py", "settings/production.py", "server.py")
+    )
     for name in ("web", "inference-worker", "training-worker"):
         env = services[name]["environment"]
         assert env["DJANGO_SETTINGS_MODULE"] == "webapp.settings.production"
@@ -61,6 +62,13 @@ def test_the_environment_matches_what_the_settings_read():
             ):
                 assert f'"{key}"' in settings_text, f"{key} is not read by the settings"
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_the_web_server_believes_forwarded_headers_only_from_the_proxy():
+    web = _compose()["services"]["web"]
+    assert "webapp.server" in web["command"] and web["environment"]["VERITY_HOST"] == "0.0.0.0"
+    # Not "*": a client that reaches port 8000 directly could forge its address.
+    assert "*" not in web["environment"]["VERITY_FORWARDED_ALLOW_IPS"]
 
 
 def test_stateful_services_have_volumes_and_health_checks():

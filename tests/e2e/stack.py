@@ -1,5 +1,5 @@
-"""Start the real thing for end-to-end tests: the ASGI server (daphne) and a Celery
-worker process, against the test database and a real Redis."""
+"""Start the real thing for end-to-end tests: the web server (uvicorn, as `make run` starts
+it) and Celery worker processes, against the test database and a real Redis."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from django.conf import settings
@@ -54,27 +56,24 @@ class Stack:
     def start_web(self) -> None:
         log = open(self.log_dir / "web.log", "ab")  # noqa: SIM115 - the child keeps writing to it
         self.web = subprocess.Popen(
-            [
-                str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "webapp.asgi:application",
-            ],
+            [sys.executable, "-m", "webapp.server"],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, "VERITY_HOST": "127.0.0.1", "VERITY_PORT": str(self.port)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        # The port may open before the worker processes have loaded the site: wait for an
+        # answer, so that a test's first request does not pay for the start-up.
+        deadline = time.time() + 60
+        while time.time() < deadline and self.web.poll() is None:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=5).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answered
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(f"daphne did not start; see {self.log_dir / 'web.log'}")
+        raise RuntimeError(f"the web server did not start; see {self.log_dir / 'web.log'}")
 
     def start_worker(
         self, name: str = "w1", queues: str = "inference,training,default", beat: bool = False

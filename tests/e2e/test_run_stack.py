@@ -1,5 +1,6 @@
-"""`make run`'s last step, scripts/run_stack.py: the ASGI server and a worker, and a
-private Redis when none answers; Ctrl-C stops all of it."""
+"""`make run`'s last step, scripts/run_stack.py: the web server (uvicorn and its worker
+processes) and a Celery worker, and a private Redis when none answers; Ctrl-C stops all of
+it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -55,12 +57,12 @@ def test_it_serves_the_site_with_a_worker_and_its_own_redis(
         assert body.get("ok"), (body, output[-3000:])
         assert body["workers"]["count"] >= 1 and body["model"]["version"] == "tiny-1"
         assert "started a private redis-server" in output
+        # Every process it started: the web server and its workers, Celery, Redis.
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 4, [c.cmdline() for c in children]
     finally:
         # Ctrl-C stops everything it started.
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
-    time.sleep(1)
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"-p {port}"], capture_output=True, text=True
-    ).stdout.strip()
-    assert leftovers == ""
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], [c.cmdline() for c in alive]

@@ -145,3 +145,28 @@ def test_it_renders_the_result_page_with_the_current_state(alice_client, alice):
     body = alice_client.get(f"/analyses/{a.id}/").content.decode()
     assert 'id="initial-state"' in body and '"progress": 42' in body and "clip.mp4" in body
     assert alice_client.get(f"/analyses/{a.id}/state/").json()["progress"] == 42
+
+
+def test_the_history_page_and_the_status_poll_cost_a_fixed_number_of_queries(
+    alice_client, alice, django_assert_num_queries
+):
+    report = {"frames": [{"index": i, "faces": [{"box": [1, 2, 3, 4]}]} for i in range(32)]}
+    rows = [
+        make_analysis(
+            alice,
+            original_name=f"clip-{i}.mp4",
+            status=Status.DONE,
+            verdict={"label": "real", "confidence": 0.9},
+            verdict_label="real",
+            report=report,
+        )
+        for i in range(25)
+    ]
+    # A full page of the history: the session, the user, the count and the page's rows.
+    with django_assert_num_queries(4):
+        assert alice_client.get("/?page=1").status_code == 200
+    # The status poll that an open result page repeats: session, user, the row, and not
+    # the row's report.
+    with django_assert_num_queries(3) as queries:
+        assert alice_client.get(f"/analyses/{rows[0].id}/state/").status_code == 200
+    assert '"report"' not in queries.captured_queries[-1]["sql"]

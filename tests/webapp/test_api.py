@@ -82,6 +82,18 @@ def test_it_lists_only_the_callers_analyses_paginated(api, alice, bob):
     assert Analysis.objects.filter(id=theirs.id).exists()
 
 
+def test_it_lists_a_page_in_three_queries_without_the_reports(
+    api, alice, django_assert_num_queries
+):
+    for _ in range(25):
+        make_analysis(alice, status=Status.DONE, report={"frames": list(range(32))})
+    # The token with its user, the count, the page's rows: never one query per row.
+    with django_assert_num_queries(3) as queries:
+        body = api.get("/api/analyses/?page=2").json()
+    assert body["count"] == 25 and len(body["results"]) == 5
+    assert all('"report"' not in q["sql"] for q in queries.captured_queries)
+
+
 def test_it_returns_the_report_and_the_video_with_ranges(api, alice):
     a = make_analysis(
         alice, status=Status.DONE, report={"verdict": {"label": "real"}}, verdict={"label": "real"}

@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -17,9 +18,11 @@ from webapp.analyses.validation import RejectedUpload
 from webapp.live.publish import publish_analysis
 
 
-def _own(request: HttpRequest, pk) -> Analysis:
+def _own(request: HttpRequest, pk, rows: QuerySet[Analysis] | None = None) -> Analysis:
     # Another user's analysis is a 404, never a 403: its existence is not revealed.
-    return get_object_or_404(Analysis, pk=pk, owner=request.user)
+    return get_object_or_404(
+        Analysis.objects.all() if rows is None else rows, pk=pk, owner=request.user
+    )
 
 
 @login_required
@@ -93,7 +96,9 @@ def detail(request: HttpRequest, pk) -> HttpResponse:
 
 @login_required
 def state(request: HttpRequest, pk) -> JsonResponse:
-    return JsonResponse(_own(request, pk).state())
+    # An open result page without its WebSocket polls this every 2 s: leave the report
+    # (every sampled frame's faces and scores) in the database.
+    return JsonResponse(_own(request, pk, Analysis.objects.defer("report")).state())
 
 
 @login_required

@@ -21,7 +21,6 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhos
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -75,14 +74,34 @@ TEMPLATES = [
     },
 ]
 
+
+def database(url: str) -> dict:
+    """The settings for one database URL, with a connection pool for PostgreSQL.
+
+    Under ASGI each request runs on a thread of its own, so persistent connections
+    (CONN_MAX_AGE > 0) pile up, one per thread, until PostgreSQL refuses clients (seen in
+    bench/load.py); opening a connection for each request instead costs about 8 ms. A
+    psycopg pool per process does neither: a request borrows a connection and gives it back
+    when it ends. The pool requires CONN_MAX_AGE 0. VERITY_DB_POOL_MAX_SIZE=0 turns it off.
+    """
+    db = env.db_url_config(url)
+    db["CONN_MAX_AGE"] = 0
+    pool_max = env.int("VERITY_DB_POOL_MAX_SIZE", default=4)
+    if "postgresql" in db["ENGINE"] and pool_max > 0:
+        # Per process. More requests than this wait for a connection, which costs little:
+        # a Python process computes on one core at a time. A Celery task uses two (the task
+        # and its heartbeat).
+        db.setdefault("OPTIONS", {})["pool"] = {"min_size": min(2, pool_max), "max_size": pool_max}
+        # A pooled connection may have died while idle (PostgreSQL restarted): check it
+        # when it is handed out, which costs one round trip.
+        db["CONN_HEALTH_CHECKS"] = True
+    return db
+
+
 # SQLite when DATABASE_URL is unset; PostgreSQL (or anything dj-database-url reads) when set.
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'verity.sqlite3'}"),
+    "default": database(env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'verity.sqlite3'}")),
 }
-# Under ASGI each request may run on a different thread, so persistent connections pile
-# up (one per thread) until PostgreSQL refuses clients (seen in bench/load.py): close
-# them after each request unless told otherwise; put pgbouncer in front at scale.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("VERITY_DB_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

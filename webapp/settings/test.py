@@ -7,18 +7,16 @@ from pathlib import Path
 
 from webapp.localredis import answers, start_private_redis, url_answers
 from webapp.settings.base import *  # noqa: F403
-from webapp.settings.base import VAR_DIR, env
+from webapp.settings.base import VAR_DIR, database, env
 
+# The same connection pool as the site's, so that the tests exercise it; the end-to-end
+# servers get the test database's URL.
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    DATABASES = {"default": database(env.str("DATABASE_URL"))}
 elif answers("127.0.0.1", 5432):
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": "verity",
-            "USER": "postgres",
-            "HOST": "127.0.0.1",
-            "PORT": 5432,
+            **database("postgres://postgres@127.0.0.1:5432/verity"),
             # One database per test run, so that concurrent runs never collide.
             "TEST": {"NAME": env.str("VERITY_TEST_DB", default=f"test_verity_{os.getpid()}")},
         }
