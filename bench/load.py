@@ -424,6 +424,11 @@ def main() -> None:
         print(json.dumps(ws), flush=True)
         if args.clips:
             clip = astronaut_clip(tmp / "clip.mp4", 150)  # 6 s, 640x480
+            # The one-off ONNX export, as a deployment does before serving (the training
+            # worker does it for each new version): workers then load the cached export.
+            from detector.model import ModelBundle
+
+            ModelBundle.load(settings.VERITY_MODEL_DIR, runtime=settings.VERITY_RUNTIME)
             one, rss1 = drain(stack, users[0], clip, args.clips, 1)
             two, rss2 = drain(stack, users[1], clip, args.clips, 2)
     finally:

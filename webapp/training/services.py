@@ -23,7 +23,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from detector.errors import Cancelled
+from detector.errors import Cancelled, DetectorError
+from detector.model import ModelBundle
 from webapp.heartbeat import Heartbeat
 from webapp.live.publish import publish_training_run
 from webapp.training.models import RUN_FINISHED, ModelVersion, RunStatus, TrainingRun
@@ -263,7 +264,6 @@ def evaluate_bundle(bundle, faces) -> dict[str, Any]:
 
 def _evaluate_active(active: ModelVersion, test_items: list, test_faces, frames: int) -> dict:
     """The active bundle on the same held-out clips, re-cropped at its own input size."""
-    from detector.model import ModelBundle
     from detector.training import extract_faces
 
     out: dict[str, Any] = {"version": active.version}
@@ -426,6 +426,13 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
         save_curves(history, (te.y, bundle.predict(te.x)) if len(te) else None, out_dir / "curves")
     except Exception:  # noqa: BLE001 - pictures for people; the numbers are in the row
         log.warning("could not draw curves for run %s", run.id, exc_info=True)
+    if settings.VERITY_RUNTIME != "keras":
+        # Export and verify the ONNX runtime here, on the training worker: inference
+        # workers then find it in the shared cache instead of converting it themselves.
+        try:
+            ModelBundle.load(out_dir, runtime="onnx")
+        except DetectorError as exc:
+            log.warning("version %s will run on Keras: %s", name, exc)
     active = ensure_registered()
     active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or active
     active_metrics = _evaluate_active(active, test_items, te, frames)
