@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -68,3 +72,19 @@ def test_it_limits_queued_analyses_per_user_with_a_clear_message(
         assert over.status_code == 400 and "limit is 2" in over.json()["error"]
     # Another user is unaffected.
     assert upload(users[2]).status_code == 201
+
+
+def test_it_refuses_to_start_with_an_unknown_runtime():
+    env = {**os.environ, "VERITY_RUNTIME": "tensorrt"}
+    env["DJANGO_SETTINGS_MODULE"] = "webapp.settings.local"
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # A typo in the runtime stops the process at start, not every analysis later.
+    assert done.returncode != 0
+    assert "VERITY_RUNTIME must be auto, onnx or keras, not 'tensorrt'" in done.stderr

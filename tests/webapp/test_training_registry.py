@@ -494,6 +494,12 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
     assert (Path(version.bundle_path) / "weights.npz").exists()
     assert version.metrics["test"]["frame"]["n"] > 0 and "validation" in version.metrics
     assert version.meta["input_size"] == 71 and 0 < version.meta["threshold"] < 1
+    # The training worker exported and verified it for ONNX Runtime, so that inference
+    # workers load it from the shared cache instead of converting it themselves.
+    from detector import runtime
+
+    record = runtime.cache_dir() / "onnx" / f"{runtime.bundle_key(Path(version.bundle_path))}.json"
+    assert json.loads(record.read_text())["max_abs_diff"] <= runtime.PARITY_TOLERANCE
 
     # The new and the active version were evaluated on the same held-out faces.
     new, active = run.metrics["new"], run.metrics["active"]

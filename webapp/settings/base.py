@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
@@ -162,6 +163,10 @@ VERITY_MODEL_DIR = env.str("VERITY_MODEL_DIR", default=str(BASE_DIR / "models" /
 # What runs the network in the worker: auto (ONNX Runtime once verified against Keras
 # within 1e-3, else Keras), onnx or keras. Verified exports are cached in VERITY_CACHE_DIR.
 VERITY_RUNTIME = env.str("VERITY_RUNTIME", default="auto")
+if VERITY_RUNTIME not in ("auto", "onnx", "keras"):
+    raise ImproperlyConfigured(
+        f"VERITY_RUNTIME must be auto, onnx or keras, not {VERITY_RUNTIME!r}."
+    )
 os.environ.setdefault("VERITY_CACHE_DIR", str(VAR_DIR / "cache"))
 # Fair use: analyses a user may have waiting or running, and running at once.
 VERITY_MAX_QUEUED_PER_USER = env.int("VERITY_MAX_QUEUED_PER_USER", default=10)
