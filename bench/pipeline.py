@@ -1,7 +1,7 @@
 """Pipeline speed and memory on a 10 s, 1280x720, 30 fps clip with a face.
 
     .venv/bin/python bench/pipeline.py [--sizes 299,128] [--runtimes keras,onnx]
-                                       [--naive-frames 300] [--model BUNDLE_DIR]
+                                       [--frames 32] [--naive-frames 300] [--model BUNDLE_DIR]
 
 Prints a table, one row per input size and runtime: time per stage and in total for the
 warm pipeline (best of two runs after a warm-up run), cold start (imports, model load and
@@ -68,7 +68,7 @@ def naive(clip: Path, bundle_path: str, limit: int) -> float:
     return (time.perf_counter() - t) * 300 / n
 
 
-def one_row(clip: Path, bundle_path: str, runtime: str, out: Path) -> dict:
+def one_row(clip: Path, bundle_path: str, runtime: str, out: Path, frames: int) -> dict:
     from detector.model import ModelBundle
     from detector.pipeline import Options, analyse_video
 
@@ -94,6 +94,7 @@ def one_row(clip: Path, bundle_path: str, runtime: str, out: Path) -> dict:
     return {
         "input": bundle.input_size,
         "runtime": bundle.runtime,
+        "frames": frames,
         **{k: best.get(k, 0.0) for k in ("read", "detect", "classify", "render", "total")},
         "cold_start": cold,
         "export": bundle.runtime_record.get("export_seconds", 0.0),
@@ -124,13 +125,17 @@ def main() -> None:
     ap.add_argument("--runtimes", default="keras,onnx")
     ap.add_argument("--model", default=None, help="bench this bundle instead of untrained ones")
     ap.add_argument("--naive-frames", type=int, default=300)
+    ap.add_argument(
+        "--frames", default="32", help="frames sampled per clip; a list (16,32) adds rows"
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--row", nargs=3, metavar=("CLIP", "BUNDLE", "RUNTIME"), help=argparse.SUPPRESS)
     ap.add_argument("--naive", nargs=2, metavar=("CLIP", "BUNDLE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.row:  # one row, in its own process
         clip, bundle, runtime = args.row
-        print(json.dumps(one_row(Path(clip), bundle, runtime, Path(clip).with_suffix(".out.mp4"))))
+        out = Path(clip).with_suffix(".out.mp4")
+        print(json.dumps(one_row(Path(clip), bundle, runtime, out, int(args.frames))))
         return
     if args.naive:
         print(json.dumps({"naive": naive(Path(args.naive[0]), args.naive[1], args.naive_frames)}))
@@ -147,13 +152,14 @@ def main() -> None:
         for bundle in bundles:
             slow = child("--naive", str(clip), bundle, "--naive-frames", str(args.naive_frames))
             for runtime in args.runtimes.split(","):
-                row = child("--row", str(clip), bundle, runtime)
-                row["naive"] = slow["naive"]
-                row["speedup"] = slow["naive"] / row["total"]
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                for frames in args.frames.split(","):
+                    row = child("--row", str(clip), bundle, runtime, "--frames", frames)
+                    row["naive"] = slow["naive"]
+                    row["speedup"] = slow["naive"] / row["total"]
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     head = (
-        f"{'input':>5} | {'runtime':>7} | {'read':>5} | {'detect':>6} | {'classify':>8} | "
+        f"{'input':>5} | {'runtime':>7} | {'frames':>6} | {'read':>5} | {'detect':>6} | {'classify':>8} | "
         f"{'render':>6} | {'total':>6} | {'cold start':>10} | {'naive loop':>10} | "
         f"{'speed-up':>8} | {'peak RSS':>8}"
     )
@@ -161,14 +167,14 @@ def main() -> None:
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['input']:>5} | {r['runtime']:>7} | {r['read']:>5.2f} | {r['detect']:>6.2f} | "
+            f"{r['input']:>5} | {r['runtime']:>7} | {r['frames']:>6} | {r['read']:>5.2f} | {r['detect']:>6.2f} | "
             f"{r['classify']:>8.2f} | {r['render']:>6.2f} | {r['total']:>6.2f} | "
             f"{r['cold_start']:>10.2f} | {r['naive']:>10.1f} | {r['speedup']:>7.1f}x | "
             f"{r['peak_rss_gib']:>6.2f} GiB"
         )
     print(
-        "(seconds; 10 s 1280x720 30 fps clip, 32 sampled frames, annotated H.264 output of all "
-        "300 frames; the naive loop is Keras at batch 1)"
+        "(seconds; 10 s 1280x720 30 fps clip, annotated H.264 output of all 300 frames; "
+        "the naive loop is Keras at batch 1)"
     )
     exports = {r["input"]: r["export"] for r in rows if r["export"]}
     for size, s in exports.items():
