@@ -18,6 +18,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_staff
+	@# Export and verify the shipped model for ONNX Runtime once (cached in var/cache).
+	VERITY_CACHE_DIR=$${VERITY_CACHE_DIR:-$${VERITY_VAR_DIR:-var}/cache} $(BIN)/python -m detector.runtime models/default >/dev/null
 	$(BIN)/python scripts/run_stack.py
 
 # Debian's Chromium for the browser tests (Playwright's own download does not work here).

@@ -241,7 +241,10 @@ EXIT_DISAGREES = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m detector.runtime BUNDLE_DIR`: export, verify and cache (used by load_onnx)."""
+    """`python -m detector.runtime BUNDLE_DIR`: export, verify and cache, unless done already.
+
+    load_onnx runs it in a child process; `make run` and deployments run it to pre-export.
+    """
     import argparse
 
     from detector.model import BundleMeta, load_keras
@@ -251,11 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
+    paths = _cached(args.bundle)
+    record = _verified(paths, args.tolerance)
+    if record is not None:  # exported and verified already
+        print(json.dumps(record))
+        return 0
     meta = BundleMeta.from_dict(json.loads((args.bundle / "meta.json").read_text()))
     size = int(meta.input_size)
     try:
         _, record = export_verified(
-            _cached(args.bundle),
+            paths,
             size,
             args.batch_size,
             load_keras(args.bundle, size),

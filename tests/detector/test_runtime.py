@@ -125,3 +125,21 @@ def test_it_keeps_only_the_newest_exports(tmp_path):
         os.utime(tmp_path / f"{i}.onnx", (1000 + i, 1000 + i))
     runtime.prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3.json", "3.onnx", "4.json", "4.onnx"]
+
+
+def test_it_pre_exports_from_the_command_line_only_once(shipped_onnx, cache):
+    exported = cache / "onnx" / f"{runtime.bundle_key(DEFAULT_BUNDLE)}.onnx"
+    before = exported.stat().st_mtime_ns
+    out = subprocess.run(
+        [sys.executable, "-m", "detector.runtime", str(DEFAULT_BUNDLE)],
+        cwd=ROOT,
+        env={**os.environ, "VERITY_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # `make run` and deployments call this: it reports the verified export and, since
+    # one exists, does not convert the model again.
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["max_abs_diff"] <= runtime.PARITY_TOLERANCE
+    assert exported.stat().st_mtime_ns == before
