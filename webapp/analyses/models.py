@@ -7,8 +7,10 @@ from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
+
+from webapp.jobrow import JobRow
 
 
 def upload_path(instance: Analysis, filename: str) -> str:
@@ -46,7 +48,9 @@ VERDICT_LABELS = {
 FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
 
 
-class Analysis(models.Model):
+class Analysis(JobRow):
+    FINISHED_STATUSES = frozenset(FINISHED)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses"
@@ -125,30 +129,10 @@ class Analysis(models.Model):
             "finished": self.finished.isoformat() if self.finished else None,
         }
 
-    def transition(self, old: str | tuple[str, ...], new: str, **fields: Any) -> bool:
-        """Change status only if it is still `old` (a conditional UPDATE), and log it.
-
-        Returns False when another process got there first: the caller must not
-        act as if it owned the job.
-        """
-        olds = (old,) if isinstance(old, str) else tuple(old)
-        now = timezone.now()
-        if new in FINISHED:
-            fields.setdefault("finished", now)
-        with transaction.atomic():
-            changed = Analysis.objects.filter(id=self.id, status__in=olds).update(
-                status=new, **fields
-            )
-            if changed:
-                Transition.objects.create(
-                    analysis_id=self.id,
-                    old=self.status,
-                    new=new,
-                    reason=fields.get("error", "")[:500],
-                )
-        if changed:
-            self.refresh_from_db()
-        return bool(changed)
+    def record_transition(self, old: str, new: str, fields: dict[str, Any]) -> None:
+        Transition.objects.create(
+            analysis_id=self.id, old=old, new=new, reason=fields.get("error", "")[:500]
+        )
 
 
 class Transition(models.Model):

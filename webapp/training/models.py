@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.jobrow import JobRow
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -92,9 +94,11 @@ RUN_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 RUN_FINISHED = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-class TrainingRun(models.Model):
+class TrainingRun(JobRow):
     """One retraining requested by a staff member. The row is the truth; the page and
     the WebSocket only show it."""
+
+    FINISHED_STATUSES = frozenset(RUN_FINISHED)
 
     Status = RunStatus
 
@@ -161,19 +165,6 @@ class TrainingRun(models.Model):
             "created": self.created.isoformat() if self.created else None,
             "finished": self.finished.isoformat() if self.finished else None,
         }
-
-    def transition(self, old: str | tuple[str, ...], new: str, **fields: Any) -> bool:
-        """Change status only if it is still `old` (a conditional UPDATE). Returns False
-        when another process (a cancel, a second delivery) got there first."""
-        olds = (old,) if isinstance(old, str) else tuple(old)
-        if new in RUN_FINISHED:
-            fields.setdefault("finished", timezone.now())
-        changed = TrainingRun.objects.filter(id=self.id, status__in=olds).update(
-            status=new, **fields
-        )
-        if changed:
-            self.refresh_from_db()
-        return bool(changed)
 
     def append_log(self, line: str) -> None:
         """Append one timestamped line in the database (no read-modify-write race)."""
