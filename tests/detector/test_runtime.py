@@ -82,8 +82,9 @@ def test_it_refuses_an_export_that_disagrees_with_keras(tmp_path, monkeypatch):
     path = tmp_path / "tiny"
     ModelBundle(BundleMeta(name="t", version="1", input_size=71), build_xception(71)).save(path)
     monkeypatch.setenv("VERITY_CACHE_DIR", str(tmp_path / "cache"))
-    # No float difference passes a tolerance of zero: the export must be refused.
-    monkeypatch.setattr(runtime, "PARITY_TOLERANCE", 0.0)
+    # No difference meets a negative tolerance (zero would not do: an untrained model's
+    # two runtimes can agree exactly): the export must be refused.
+    monkeypatch.setattr(runtime, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(RuntimeUnavailable, match="disagrees with Keras"):
         ModelBundle.load(path, runtime="onnx")
     # Nothing unverified is cached for a later process to trust.
