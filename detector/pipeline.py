@@ -347,8 +347,6 @@ def _draw_yuv(yuv: np.ndarray, width: int, height: int, lab: _Label) -> None:
     i420 = np.concatenate([py.ravel(), pu.ravel(), pv.ravel()]).reshape(ph * 3 // 2, pw)
     rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
     _paint(rgb, lab, x0, y0)
-    back = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
-    n = ph * pw
-    py[:] = back[:n].reshape(ph, pw)
-    pu[:] = back[n : n + n // 4].reshape(ph // 2, pw // 2)
-    pv[:] = back[n + n // 4 :].reshape(ph // 2, pw // 2)
+    back = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    for plane, drawn in zip((py, pu, pv), yuv_planes(back, pw, ph), strict=True):
+        plane[:] = drawn

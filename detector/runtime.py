@@ -51,50 +51,52 @@ def bundle_key(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
+def _batched(run_batch: Callable[[np.ndarray], np.ndarray], batch_size: int, pad: bool) -> Runner:
+    """Run `run_batch` over slices of at most `batch_size`, padding the last one if asked."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), 2), np.float32)
+        for start in range(0, len(x), batch_size):
+            chunk = np.ascontiguousarray(x[start : start + batch_size], np.float32)
+            m = len(chunk)
+            if pad and m < batch_size:
+                filler = np.zeros((batch_size - m, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, filler])
+            out[start : start + m] = run_batch(chunk)[:m]
+        return out
+
+    return run
+
+
 def keras_runner(model: Any, input_size: int, batch_size: int) -> Runner:
     """The model behind one fixed-shape tf.function: Keras retraces for every new shape."""
     import tensorflow as tf
 
     spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), 2), np.float32)
-        for start in range(0, len(x), batch_size):
-            chunk = x[start : start + batch_size]
-            m = len(chunk)
-            if m < batch_size:
-                pad = np.zeros((batch_size - m, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, pad])
-            out[start : start + m] = fn(chunk).numpy()[:m]
-        return out
-
-    return run
+    return _batched(lambda chunk: fn(chunk).numpy(), batch_size, pad=True)
 
 
-def onnx_runner(model_file: Path, batch_size: int) -> Runner:
-    """An ONNX Runtime session on every core; batches of any size (no retracing here)."""
+def _onnxruntime():
     try:
-        import onnxruntime as ort
+        import onnxruntime
     except ImportError as exc:  # an install without the runtime
         raise RuntimeUnavailable(
             "ONNX Runtime is not installed (pip install onnxruntime)."
         ) from exc
+    return onnxruntime
+
+
+def onnx_runner(model_file: Path, batch_size: int) -> Runner:
+    """An ONNX Runtime session on every core; batches of any size (no retracing here)."""
+    ort = _onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = os.cpu_count() or 1
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), 2), np.float32)
-        for start in range(0, len(x), batch_size):
-            chunk = np.ascontiguousarray(x[start : start + batch_size], np.float32)
-            out[start : start + len(chunk)] = session.run(None, {name: chunk})[0]
-        return out
-
-    return run
+    return _batched(lambda chunk: session.run(None, {name: chunk})[0], batch_size, pad=False)
 
 
 def export_onnx(model: Any, input_size: int, out: Path) -> Path:
@@ -108,16 +110,12 @@ def export_onnx(model: Any, input_size: int, out: Path) -> Path:
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="crops")
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=ONNX_OPSET)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a concurrent process never sees half a file.
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".part", delete=False) as f:
-        f.write(proto.SerializeToString())
-    os.replace(f.name, out)
+    out.write_bytes(proto.SerializeToString())
     return out
 
 
 def probe_batch(input_size: int, n: int = PROBE_SIZE, seed: int = 0) -> np.ndarray:
-    """Preprocessed inputs that exercise the whole range: noise, gradients, flat fields."""
+    """Preprocessed inputs over the whole [-1, 1] range: noise, and colour gradients."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, input_size, input_size, 3)).astype(np.float32)
     ramp = np.linspace(-1, 1, input_size, dtype=np.float32)
@@ -160,12 +158,7 @@ def load_onnx(
        cached result is loaded.
     3. A bundle with no folder, or a cache that cannot be written, is exported here.
     """
-    try:
-        import onnxruntime  # noqa: F401 - before paying for an export that could not run
-    except ImportError as exc:
-        raise RuntimeUnavailable(
-            "ONNX Runtime is not installed (pip install onnxruntime)."
-        ) from exc
+    _onnxruntime()  # before paying for an export that could not run
     paths = _cached(bundle_path)
     record = _verified(paths, PARITY_TOLERANCE)
     if paths and record is None:
@@ -192,7 +185,12 @@ def export_verified(
     model: Any,
     tolerance: float,
 ) -> tuple[Runner, dict[str, Any]]:
-    """Export, run the probe through both, and cache the export if they agree."""
+    """Export, run the probe through both, and cache the export if they agree.
+
+    The export is written into a private folder beside the cache and renamed into place,
+    so a concurrent process never sees half a file. The session checked here is the one
+    returned: it holds the model in memory, wherever the file goes afterwards.
+    """
     t = time.perf_counter()
     folder = paths[0].parent if paths else None
     try:
@@ -225,8 +223,8 @@ def export_verified(
             log.warning("could not cache the ONNX export in %s: %s", folder, exc)
             return candidate, record
     log.info("exported to ONNX (max |diff| %.1e)", diff)
-    prune(paths[0].parent)
-    return onnx_runner(paths[0], batch_size), record
+    prune(folder)
+    return candidate, record
 
 
 def prune(folder: Path, keep: int = CACHE_KEEP) -> None:
