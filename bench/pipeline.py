@@ -1,11 +1,12 @@
 """Pipeline speed and memory on a 10 s, 1280x720, 30 fps clip with a face.
 
     .venv/bin/python bench/pipeline.py [--sizes 299,128] [--runtimes keras,onnx]
-                                       [--frames 32] [--naive-frames 300] [--model BUNDLE_DIR]
+                                       [--frames 32] [--naive-frames 300] [--repeat 3]
+                                       [--model BUNDLE_DIR]
 
 Prints a table, one row per input size and runtime: time per stage and in total for the
-warm pipeline (best of two runs after a warm-up run), cold start (imports, model load and
-warm-up, in a fresh process), peak resident memory, and the same clip through a naive
+warm pipeline (the best run's stages, and the median total, of --repeat runs after a
+warm-up run), cold start (imports, model load and warm-up, in a fresh process), peak resident memory, and the same clip through a naive
 per-frame loop (detect and classify every frame at batch 1 with Keras, as the reference
 notebooks do) with the same model. Each row runs in its own process, so that its peak
 memory is its own. Speed does not depend on the weights, so each input size uses an
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,7 +70,9 @@ def naive(clip: Path, bundle_path: str, limit: int) -> float:
     return (time.perf_counter() - t) * 300 / n
 
 
-def one_row(clip: Path, bundle_path: str, runtime: str, out: Path, frames: int) -> dict:
+def one_row(
+    clip: Path, bundle_path: str, runtime: str, out: Path, frames: int, repeat: int
+) -> dict:
     from detector.model import ModelBundle
     from detector.pipeline import Options, analyse_video
 
@@ -88,14 +92,16 @@ def one_row(clip: Path, bundle_path: str, runtime: str, out: Path, frames: int) 
         .splitlines()[-1]
     )
     bundle.warm_up()
-    analyse_video(clip, bundle, Options(), output_video=out)  # warm caches
-    runs = [analyse_video(clip, bundle, Options(), output_video=out).timings for _ in range(2)]
+    analyse_video(clip, bundle, Options(frames=frames), output_video=out)  # warm caches
+    options = Options(frames=frames)
+    runs = [analyse_video(clip, bundle, options, output_video=out).timings for _ in range(repeat)]
     best = min(runs, key=lambda r: r["total"])
     return {
         "input": bundle.input_size,
         "runtime": bundle.runtime,
         "frames": frames,
         **{k: best.get(k, 0.0) for k in ("read", "detect", "classify", "render", "total")},
+        "median": statistics.median(r["total"] for r in runs),
         "cold_start": cold,
         "export": bundle.runtime_record.get("export_seconds", 0.0),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
@@ -124,7 +130,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="299,128")
     ap.add_argument("--runtimes", default="keras,onnx")
     ap.add_argument("--model", default=None, help="bench this bundle instead of untrained ones")
-    ap.add_argument("--naive-frames", type=int, default=300)
+    ap.add_argument(
+        "--naive-frames", type=int, default=300, help="frames for the naive loop; 0 skips it"
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per row (best is shown)")
     ap.add_argument(
         "--frames", default="32", help="frames sampled per clip; a list (16,32) adds rows"
     )
@@ -135,7 +144,7 @@ def main() -> None:
     if args.row:  # one row, in its own process
         clip, bundle, runtime = args.row
         out = Path(clip).with_suffix(".out.mp4")
-        print(json.dumps(one_row(Path(clip), bundle, runtime, out, int(args.frames))))
+        print(json.dumps(one_row(Path(clip), bundle, runtime, out, int(args.frames), args.repeat)))
         return
     if args.naive:
         print(json.dumps({"naive": naive(Path(args.naive[0]), args.naive[1], args.naive_frames)}))
@@ -150,17 +159,30 @@ def main() -> None:
             [args.model] if args.model else [bundle_for(int(s), tmp) for s in args.sizes.split(",")]
         )
         for bundle in bundles:
-            slow = child("--naive", str(clip), bundle, "--naive-frames", str(args.naive_frames))
+            slow = (
+                child("--naive", str(clip), bundle, "--naive-frames", str(args.naive_frames))
+                if args.naive_frames > 0
+                else {"naive": float("nan")}
+            )
             for runtime in args.runtimes.split(","):
                 for frames in args.frames.split(","):
-                    row = child("--row", str(clip), bundle, runtime, "--frames", frames)
+                    row = child(
+                        "--row",
+                        str(clip),
+                        bundle,
+                        runtime,
+                        "--frames",
+                        frames,
+                        "--repeat",
+                        str(args.repeat),
+                    )
                     row["naive"] = slow["naive"]
                     row["speedup"] = slow["naive"] / row["total"]
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
     head = (
         f"{'input':>5} | {'runtime':>7} | {'frames':>6} | {'read':>5} | {'detect':>6} | {'classify':>8} | "
-        f"{'render':>6} | {'total':>6} | {'cold start':>10} | {'naive loop':>10} | "
+        f"{'render':>6} | {'total':>6} | {'median':>6} | {'cold start':>10} | {'naive loop':>10} | "
         f"{'speed-up':>8} | {'peak RSS':>8}"
     )
     print(head)
@@ -168,7 +190,7 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['input']:>5} | {r['runtime']:>7} | {r['frames']:>6} | {r['read']:>5.2f} | {r['detect']:>6.2f} | "
-            f"{r['classify']:>8.2f} | {r['render']:>6.2f} | {r['total']:>6.2f} | "
+            f"{r['classify']:>8.2f} | {r['render']:>6.2f} | {r['total']:>6.2f} | {r['median']:>6.2f} | "
             f"{r['cold_start']:>10.2f} | {r['naive']:>10.1f} | {r['speedup']:>7.1f}x | "
             f"{r['peak_rss_gib']:>6.2f} GiB"
         )

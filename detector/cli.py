@@ -48,7 +48,6 @@ class _Bar:
 
 def _analyze(args: argparse.Namespace) -> int:
     from detector.errors import DetectorError
-    from detector.faces import FaceDetector
     from detector.model import ModelBundle
     from detector.pipeline import Options, analyse_video
 
@@ -71,7 +70,6 @@ def _analyze(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     options = Options(frames=args.frames, detector=args.detector)
-    face_detector = FaceDetector(args.detector)
     failures = 0
     for d in (args.report_dir, args.video_dir):
         if d:
@@ -86,7 +84,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 out_video = Path(args.video_dir) / f"{stem}.annotated.mp4"
         bar = _Bar(Path(video).name)
         try:
-            report = analyse_video(video, bundle, options, bar.update, out_video, face_detector)
+            report = analyse_video(video, bundle, options, bar.update, out_video)
         except DetectorError as exc:
             bar.close()
             failures += 1

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +75,9 @@ class FaceDetector:
     so 4K and 8K frames cost the same as 720p.
     """
 
-    def __init__(self, mode: str = "hog", max_side: int = 1280) -> None:
+    DEFAULT_MAX_SIDE = 1280
+
+    def __init__(self, mode: str = "hog", max_side: int = DEFAULT_MAX_SIDE) -> None:
         if mode not in ("hog", "cnn"):
             raise ValueError(f"unknown face detector {mode!r}: use 'hog' or 'cnn'")
         self.mode = mode
@@ -84,7 +90,7 @@ class FaceDetector:
             )
 
     def clone(self) -> FaceDetector:
-        """A detector of the same kind for another thread."""
+        """A new detector of the same kind (about 0.25 s for HOG: prefer `lend`)."""
         return FaceDetector(self.mode, self.max_side)
 
     def upsample_for(self, width: int, height: int) -> int:
@@ -122,6 +128,36 @@ class FaceDetector:
             if plausible(box, w, h):
                 boxes.append(box)
         return boxes
+
+
+_POOLS: dict[tuple[str, int], queue.SimpleQueue[FaceDetector]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+@contextmanager
+def lend(
+    mode: str = "hog", max_side: int = FaceDetector.DEFAULT_MAX_SIDE, n: int = 1
+) -> Iterator[list[FaceDetector]]:
+    """Borrow `n` detectors of one kind from this process's pool, one per thread.
+
+    Building a dlib HOG detector deserialises its model (about 0.25 s here), which was
+    a tenth of a warm 720p clip's time when every clip built two. Detectors are built on
+    first need and kept; each one is lent to one borrower at a time, so threads never
+    share one.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.setdefault((mode, max_side), queue.SimpleQueue())
+    taken: list[FaceDetector] = []
+    try:
+        for _ in range(n):
+            try:
+                taken.append(pool.get_nowait())
+            except queue.Empty:
+                taken.append(FaceDetector(mode, max_side))
+        yield taken
+    finally:
+        for det in taken:
+            pool.put(det)
 
 
 def plausible(box: Box, width: int, height: int) -> bool:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from detector import tracking, verdict
-from detector.faces import Box, FaceDetector, square_crop
+from detector.faces import Box, FaceDetector, lend, square_crop
 from detector.model import ModelBundle
 from detector.report import Face, FrameResult, Report, Track, Verdict
 from detector.video import (
@@ -103,7 +103,7 @@ def analyse_video(
     progress("reading", 1.0)
 
     t = time.perf_counter()
-    detections = _detect_all(samples, detector or FaceDetector(options.detector), progress)
+    detections = _detect_all(samples, detector, options.detector, progress)
     track_ids = tracking.link(detections)
     timings["detect"] = time.perf_counter() - t
 
@@ -196,33 +196,40 @@ def analyse_video(
     )
 
 
-def _detect_all(samples, detector: FaceDetector, progress) -> list[tuple[int, list[Box]]]:
+def _detect_all(
+    samples, detector: FaceDetector | None, mode: str, progress
+) -> list[tuple[int, list[Box]]]:
     """Detect on every sampled frame, on all cores.
 
     dlib releases the GIL, so threads scale (1.8x on 2 cores). Each thread borrows its
-    own detector object, all built here on the calling thread; results are identical
-    to a sequential run (tests/detector/test_formats.py checks two people on
-    a frame whose rows PyAV pads, the case that once made dlib's scores wander).
+    own detector from the process's pool (`faces.lend`; a caller's own detector is used
+    by one of them); results are identical to a sequential run
+    (tests/detector/test_formats.py checks two people on a frame whose rows PyAV pads,
+    the case that once made dlib's scores wander).
     """
     workers = max(1, min(os.cpu_count() or 1, len(samples)))
-    spare: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
-    spare.put(detector)
-    for _ in range(workers - 1):
-        spare.put(detector.clone())
-
-    def run(sample) -> list[Box]:
-        det = spare.get()
-        try:
-            return det.detect(sample.image)
-        finally:
+    if detector is not None:
+        mode = detector.mode
+    max_side = detector.max_side if detector is not None else FaceDetector.DEFAULT_MAX_SIDE
+    need = workers - (detector is not None)
+    out: list[tuple[int, list[Box]]] = []
+    with lend(mode, max_side, need) as lent:
+        spare: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
+        for det in ([detector] if detector is not None else []) + lent:
             spare.put(det)
 
-    out: list[tuple[int, list[Box]]] = []
-    with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
-        for i, (s, boxes) in enumerate(zip(samples, pool.map(run, samples), strict=True)):
-            out.append((s.index, boxes))
-            # Progress (and with it the cancellation check) from the calling thread only.
-            progress("detecting", (i + 1) / len(samples))
+        def run(sample) -> list[Box]:
+            det = spare.get()
+            try:
+                return det.detect(sample.image)
+            finally:
+                spare.put(det)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+            for i, (s, boxes) in enumerate(zip(samples, pool.map(run, samples), strict=True)):
+                out.append((s.index, boxes))
+                # Progress (and with it the cancellation check) from the calling thread only.
+                progress("detecting", (i + 1) / len(samples))
     return out
 
 

@@ -196,3 +196,22 @@ def test_it_draws_labels_on_yuv_frames_as_it_does_on_rgb():
     x0, y0, x1, y1 = lab.bounds(h, w)
     untouched = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
     assert np.array_equal(fast[y1 + 2 :], untouched[y1 + 2 :].astype(int))
+
+
+def test_detectors_are_built_once_per_process_and_never_lent_twice_at_once():
+    from detector.faces import lend
+
+    with lend("hog", 640, 2) as first:
+        assert len({id(d) for d in first}) == 2
+        # Lent out: a concurrent borrower gets detectors of its own.
+        with lend("hog", 640, 1) as other:
+            assert id(other[0]) not in {id(d) for d in first}
+    with lend("hog", 640, 3) as again:
+        # Returned ones are reused (no 0.25 s rebuild), and more are built when needed.
+        assert {id(d) for d in first + other} <= {id(d) for d in again}
+        assert all(d.mode == "hog" and d.max_side == 640 for d in again)
+    # A pooled detector finds what a fresh one finds.
+    with lend() as (det,):
+        assert [b.to_list() for b in det.detect(astronaut())] == [
+            b.to_list() for b in FaceDetector().detect(astronaut())
+        ]
