@@ -155,15 +155,16 @@ def load_onnx(
     1. A cached export whose record says it passed parity is used as it is.
     2. Otherwise a child process exports and checks it (TensorFlow and tf2onnx peak at
        several GiB while converting, which a serving worker should not keep), and the
-       cached result is loaded.
-    3. A bundle with no folder, or a cache that cannot be written, is exported here.
+       cached result is loaded. If the child dies, RuntimeUnavailable says so (the
+       "auto" runtime then falls back to Keras).
+    3. A bundle with no folder, or a cache the child could not write, is exported here.
     """
     _onnxruntime()  # before paying for an export that could not run
     paths = _cached(bundle_path)
     record = _verified(paths, PARITY_TOLERANCE)
     if paths and record is None:
         proc = subprocess.run(
-            [sys.executable, "-m", "detector.runtime", str(bundle_path)]
+            [*EXPORT_COMMAND, str(bundle_path)]
             + ["--tolerance", repr(PARITY_TOLERANCE), "--batch-size", str(batch_size)],
             capture_output=True,
             text=True,
@@ -171,7 +172,18 @@ def load_onnx(
         if proc.returncode == EXIT_DISAGREES:
             raise RuntimeUnavailable(proc.stderr.strip().splitlines()[-1])
         if proc.returncode != 0:
-            log.warning("the ONNX export failed in a child process:\n%s", proc.stderr[-2000:])
+            # Killed (for memory, most likely: tf2onnx peaks near 6 GiB at 299 px) or
+            # broken: never retry here, where the serving worker would carry that peak.
+            how = (
+                f"was killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"failed with exit status {proc.returncode}"
+            )
+            log.warning("the ONNX export child %s:\n%s", how, proc.stderr[-2000:])
+            raise RuntimeUnavailable(
+                f"the ONNX export {how} (out of memory?); `python -m detector.runtime "
+                f"{bundle_path}` shows why"
+            )
         record = _verified(paths, PARITY_TOLERANCE)
     if paths and record is not None:
         return onnx_runner(paths[0], batch_size), record
@@ -236,6 +248,7 @@ def prune(folder: Path, keep: int = CACHE_KEEP) -> None:
 
 
 EXIT_DISAGREES = 3
+EXPORT_COMMAND = [sys.executable, "-m", "detector.runtime"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,22 @@ def test_it_refuses_an_export_that_disagrees_with_keras(tmp_path, monkeypatch):
     assert not list((tmp_path / "cache").glob("onnx/*.onnx"))
 
 
+def test_a_crashed_export_child_means_keras_not_an_export_in_the_worker(tmp_path, monkeypatch):
+    path = tmp_path / "tiny"
+    ModelBundle(BundleMeta(name="t", version="1", input_size=71), build_xception(71)).save(path)
+    monkeypatch.setenv("VERITY_CACHE_DIR", str(tmp_path / "cache"))
+    # The child is killed as the kernel's OOM killer would kill it.
+    monkeypatch.setattr(
+        runtime, "EXPORT_COMMAND", [sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"]
+    )
+    with pytest.raises(RuntimeUnavailable, match="killed by signal 9"):
+        ModelBundle.load(path, runtime="onnx")
+    bundle = ModelBundle.load(path, runtime="auto")
+    assert bundle.runtime == "keras"
+    # The serving process did not export it itself after the child died.
+    assert not list((tmp_path / "cache").glob("onnx/*"))
+
+
 def test_it_falls_back_to_keras_when_onnx_is_unavailable(tmp_path, monkeypatch):
     path = tmp_path / "tiny"
     ModelBundle(BundleMeta(name="t", version="1", input_size=71), build_xception(71)).save(path)
