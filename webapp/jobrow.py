@@ -7,14 +7,20 @@ row and exactly one of them wins (healthchecks' claim-by-update).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.db import models, transaction
+from django.db.models import F
 from django.utils import timezone
+
+QUEUED = "queued"
+RUNNING = "running"
 
 
 class JobRow(models.Model):
-    """Abstract: a model with a `status` field and a `finished` time."""
+    """Abstract: a model with `status` (including "queued" and "running"), `started`,
+    `finished`, `heartbeat`, `stage`, `progress` and `attempts` fields."""
 
     # Statuses after which the row is finished: entering one stamps `finished`.
     FINISHED_STATUSES: ClassVar[frozenset[str]] = frozenset()
@@ -40,6 +46,38 @@ class JobRow(models.Model):
         if changed:
             self.refresh_from_db()
         return bool(changed)
+
+    def claim(self, stale_after: timedelta, **fields: Any) -> bool:
+        """Take the job for this worker: from queued, or from running when its worker has
+        been silent longer than `stale_after` (the broker redelivered the task after the
+        worker died). Stamps `started`, `heartbeat` and `attempts`; False if another
+        process holds it or took it first.
+
+        The takeover is conditional on the heartbeat this process read, so of two
+        workers that both saw the row silent, exactly one wins.
+        """
+        now = timezone.now()
+        fields = dict(
+            started=now,
+            heartbeat=now,
+            stage="starting",
+            progress=0,
+            attempts=F("attempts") + 1,
+            **fields,
+        )
+        if self.transition(QUEUED, RUNNING, **fields):
+            return True
+        heartbeat = self.heartbeat
+        if self.status != RUNNING or (heartbeat is not None and now - heartbeat <= stale_after):
+            return False
+        taken = (
+            type(self)
+            ._default_manager.filter(pk=self.pk, status=RUNNING, heartbeat=heartbeat)
+            .update(**fields)
+        )
+        if taken:
+            self.refresh_from_db()
+        return bool(taken)
 
     def record_transition(self, old: str, new: str, fields: dict[str, Any]) -> None:
         """Called inside the transaction of a status change that happened."""

@@ -510,3 +510,38 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
     assert ModelVersion.objects.get(status="active") == shipped
     registry.promote(version.pk, staff)
     assert analysis_services.get_bundle().meta.version == version.version
+
+
+@pytest.mark.parametrize("table", ["analysis", "run"])
+def test_exactly_one_worker_takes_a_queued_or_silent_job(table, staff):
+    """Analyses and training runs share one claim (webapp.jobrow.JobRow.claim)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.analyses.models import Analysis
+
+    def fresh(**fields):
+        if table == "analysis":
+            return make_analysis(staff, **fields)
+        return TrainingRun.objects.create(created_by=staff, **fields)
+
+    Row = Analysis if table == "analysis" else TrainingRun
+    stale = timedelta(minutes=5)
+    queued = fresh(status="queued")
+    first, second = Row.objects.get(pk=queued.pk), Row.objects.get(pk=queued.pk)
+    assert first.claim(stale) and not second.claim(stale)
+    assert (first.status, first.attempts, first.stage) == ("running", 1, "starting")
+
+    live = fresh(status="running", heartbeat=timezone.now(), attempts=1)
+    assert not live.claim(stale)
+
+    silent = fresh(status="running", heartbeat=timezone.now() - 2 * stale, attempts=1)
+    # Two workers that both read the row as silent: one takes it over.
+    a, b = Row.objects.get(pk=silent.pk), Row.objects.get(pk=silent.pk)
+    assert a.claim(stale) and not b.claim(stale)
+    a.refresh_from_db()
+    assert a.attempts == 2 and timezone.now() - a.heartbeat < stale
+
+    done = fresh(status="done")
+    assert not done.claim(stale)

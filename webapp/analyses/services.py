@@ -17,7 +17,6 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db.models import F
 from django.utils import timezone
 
 from detector.errors import Cancelled, DetectorError
@@ -101,31 +100,6 @@ def reap_stale() -> dict[str, int]:
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts
-
-
-def _claim(analysis: Analysis) -> bool:
-    """Take the job: from queued, or from running when its worker went silent
-    (the broker redelivered it after the worker died)."""
-    now = timezone.now()
-    fields = dict(
-        started=now,
-        heartbeat=now,
-        stage="starting",
-        progress=0,
-        attempts=F("attempts") + 1,
-        error="",
-    )
-    if analysis.transition(Status.QUEUED, Status.RUNNING, **fields):
-        return True
-    stale = analysis.heartbeat is None or now - analysis.heartbeat > stale_after()
-    if analysis.status == Status.RUNNING and stale:
-        changed = Analysis.objects.filter(
-            id=analysis.id, status=Status.RUNNING, heartbeat=analysis.heartbeat
-        ).update(**fields)
-        if changed:
-            analysis.refresh_from_db()
-            return True
-    return False
 
 
 class _Progress:
@@ -216,7 +190,7 @@ def execute_analysis(analysis_id: str) -> str:
     )
     if analysis.status == Status.QUEUED and running.count() >= settings.VERITY_MAX_RUNNING_PER_USER:
         return DEFERRED
-    if not _claim(analysis):
+    if not analysis.claim(stale_after(), error=""):
         return analysis.status
     publish_analysis(analysis)
     log.info("analysis %s: started (attempt %s)", analysis.id, analysis.attempts)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from detector.errors import Cancelled, DetectorError
@@ -228,25 +227,6 @@ class _Reporter:
 # ---- the run -------------------------------------------------------------------------
 
 
-def _claim(run: TrainingRun) -> bool:
-    """Take the run: from queued, or from running when its worker went silent."""
-    now = timezone.now()
-    fields = dict(
-        started=now, heartbeat=now, stage="starting", progress=0, attempts=F("attempts") + 1
-    )
-    if run.transition(RunStatus.QUEUED, RunStatus.RUNNING, **fields):
-        return True
-    stale = run.heartbeat is None or now - run.heartbeat > STALE_AFTER
-    if run.status == RunStatus.RUNNING and stale:
-        changed = TrainingRun.objects.filter(
-            id=run.id, status=RunStatus.RUNNING, heartbeat=run.heartbeat
-        ).update(**fields)
-        if changed:
-            run.refresh_from_db()
-            return True
-    return False
-
-
 def _version_name(run: TrainingRun) -> str:
     return f"{timezone.now():%Y%m%d-%H%M%S}-run{run.id}"
 
@@ -294,7 +274,7 @@ def execute_training_run(run_id: int) -> str:
         return "missing"
     if run.status in RUN_FINISHED:
         return run.status
-    if not _claim(run):
+    if not run.claim(STALE_AFTER):
         return BUSY
     publish_training_run(run)
     run.append_log(f"started (attempt {run.attempts})")
