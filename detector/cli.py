@@ -247,13 +247,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _table(metrics: dict) -> str:
     rows = [
         f"{'set':32} {'n':>6} {'acc':>6} {'bal':>6} {'prec':>6} {'rec':>6} {'f1':>6} {'auc':>6}"
+        f" {'auc 95% CI':>13}"
     ]
 
     def row(name: str, m: dict) -> None:
         auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  -  "
+        ci = m.get("roc_auc_ci")
+        interval = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
         rows.append(
             f"{name:32} {m['n']:>6} {m['accuracy']:.3f} {m['balanced_accuracy']:.3f} {m['precision']:.3f} "
-            f"{m['recall']:.3f} {m['f1']:.3f} {auc:>6}"
+            f"{m['recall']:.3f} {m['f1']:.3f} {auc:>6} {interval:>13}"
         )
 
     for set_name, m in metrics.items():

@@ -549,8 +549,10 @@ def finalize(bundle: ModelBundle, train_set: FaceSet, val_set: FaceSet, seed: in
 
 
 def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Frame-level and video-level metrics, overall and per source."""
-    out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold)}
+    """Frame-level and video-level metrics, overall and per source, each ROC AUC with a
+    95% bootstrap interval."""
+    # Faces of one clip are not independent: AUC intervals resample whole clips.
+    out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold, data.video_ids)}
     groups: dict[tuple[str, str, int], list[float]] = {}
     for g, src, y, p in zip(
         data.video_ids.tolist(),
@@ -567,7 +569,7 @@ def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict
     per_source = {}
     for src in sorted(set(data.sources.tolist())):
         m = data.sources == src
-        per_source[src] = binary_metrics(data.y[m], scores[m], threshold)
+        per_source[src] = binary_metrics(data.y[m], scores[m], threshold, data.video_ids[m])
     out["per_source"] = per_source
     return out
 

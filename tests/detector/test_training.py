@@ -87,6 +87,45 @@ def test_it_computes_metrics_that_match_a_hand_count():
     assert only_real["confusion"] == {"tp": 0, "tn": 1, "fp": 1, "fn": 0}
 
 
+def test_it_gives_the_auc_a_bootstrap_interval_that_resamples_whole_clips():
+    from detector.metrics import _auc_by_ranks, auc_interval
+
+    rng = np.random.default_rng(0)
+    # The fast rank statistic is the hand-checked pairwise one, ties included.
+    for _ in range(30):
+        y = rng.integers(0, 2, 25)
+        s = np.round(rng.random(25), 1)  # many ties
+        if 0 < y.sum() < 25:
+            assert _auc_by_ranks(y, s) == pytest.approx(roc_auc(y, s), abs=1e-12)
+
+    # Perfect separation: every resample that has both classes scores 1.
+    assert auc_interval([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]) == (1.0, 1.0)
+    # One class: no AUC, so no interval.
+    assert auc_interval([0, 0, 0], [0.1, 0.5, 0.9]) is None
+    # One real clip and one fake clip: resampling can only repeat them, so no interval
+    # (not a zero-width one).
+    assert auc_interval([0, 0, 1, 1], [0.2, 0.4, 0.3, 0.9], ["r", "r", "f", "f"]) is None
+
+    # 12 clips of 20 faces, every face of a clip scored alike (as frames of one clip are).
+    clip_y = np.array([0] * 6 + [1] * 6)
+    clip_s = rng.random(12) + 0.4 * clip_y
+    y, s, clips = np.repeat(clip_y, 20), np.repeat(clip_s, 20), np.repeat(np.arange(12), 20)
+    by_clip = auc_interval(y, s, clips, seed=5)
+    lo, hi = by_clip
+    assert lo <= roc_auc(y, s) <= hi
+    # Resampling whole clips is resampling the 12 clips: the same interval, draw for draw.
+    assert by_clip == pytest.approx(auc_interval(clip_y, clip_s, seed=5))
+    # Treating the 240 faces as independent claims far more certainty than 12 clips hold.
+    naive_lo, naive_hi = auc_interval(y, s, seed=5)
+    assert naive_hi - naive_lo < (hi - lo) / 2
+    # Seeded: the same interval every time.
+    assert auc_interval(y, s, clips, seed=5) == by_clip
+    # binary_metrics carries it, grouped when groups are given.
+    assert binary_metrics(y, s, 0.5, clips)["roc_auc_ci"] == pytest.approx(
+        list(auc_interval(y, s, clips))
+    )
+
+
 def test_it_chooses_the_threshold_that_separates_the_classes():
     y = np.array([0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
