@@ -14,9 +14,14 @@ def fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def auc(m: dict) -> str:
+    ci = m.get("roc_auc_ci")
+    return fmt(m.get("roc_auc")) + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+
+
 def row(name: str, m: dict) -> str:
     return (
-        f"| {name} | {m['n']} | {fmt(m.get('roc_auc'))} | {fmt(m['accuracy'])} | {fmt(m['balanced_accuracy'])} "
+        f"| {name} | {m['n']} | {auc(m)} | {fmt(m['accuracy'])} | {fmt(m['balanced_accuracy'])} "
         f"| {fmt(m['precision'])} | {fmt(m['recall'])} |"
     )
 
@@ -28,7 +33,7 @@ def main() -> None:
         f"Bundle `{meta['name']}` version `{meta['version']}` (parent `{meta.get('parent')}`), input {meta['input_size']} px, "
         f"threshold {meta['threshold']:.3f}, uncertain margin ±{meta['uncertain_margin']}, data fingerprint `{meta['data_fingerprint']}`.\n"
     )
-    print("| data | n | ROC AUC | accuracy | balanced acc. | precision | recall |")
+    print("| data | n | ROC AUC (95% CI) | accuracy | balanced acc. | precision | recall |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     held = meta["metrics"].get("held_out", {})
     names = {
@@ -50,7 +55,7 @@ def main() -> None:
         print(
             "\nEach FaceForensics++ method against the originals of the same unseen identities:\n"
         )
-        print("| method | n | ROC AUC | accuracy | balanced acc. | precision | recall |")
+        print("| method | n | ROC AUC (95% CI) | accuracy | balanced acc. | precision | recall |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for method, r in per_method.items():
             print(row(f"{method}, per face", r["frame"]))
@@ -59,7 +64,7 @@ def main() -> None:
         print(
             "\nValidation (same sources as training, never trained on; used to pick the threshold and calibration):\n"
         )
-        print("| data | n | ROC AUC | accuracy | balanced acc. | precision | recall |")
+        print("| data | n | ROC AUC (95% CI) | accuracy | balanced acc. | precision | recall |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(row("validation, per face", val["frame"]))
         for src, m in val.get("per_source", {}).items():
