@@ -85,6 +85,21 @@ def test_it_registers_the_shipped_bundle_on_first_use(staff_client, tiny_model_d
     assert registry.active_bundle_path() == str(tiny_model_dir)
 
 
+def test_it_shows_each_versions_auc_with_its_interval(staff_client, tiny_model_dir, tmp_path):
+    held_out = {"all_unseen": {"frame": {"n": 40, "roc_auc": 0.7168, "roc_auc_ci": [0.61, 0.80]}}}
+    _ready("with-ci", tmp_path, metrics={"held_out": held_out})
+    _ready("no-ci", tmp_path, metrics={"test": {"frame": {"n": 9, "roc_auc": 0.5}}})
+    html = staff_client.get("/staff/models/").content.decode()
+
+    def auc_cell(version: str) -> str:
+        row = html[html.index(f'data-version="{version}"') :]
+        cell = row[row.index('class="auc"') :]
+        return cell[: cell.index("</td>")]
+
+    assert "0.717" in auc_cell("with-ci") and "0.61–0.80" in auc_cell("with-ci")
+    assert "0.500" in auc_cell("no-ci") and "–0." not in auc_cell("no-ci")
+
+
 def test_it_promotes_and_rolls_back_with_exactly_one_active_version(
     staff, tiny_model_dir, second_bundle
 ):
