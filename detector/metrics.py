@@ -44,6 +44,38 @@ def _auc_by_ranks(y: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+class _Clusters:
+    """The members of each group, for resampling whole groups at a time."""
+
+    def __init__(self, keys: np.ndarray, universe: np.ndarray) -> None:
+        member_of = np.searchsorted(universe, keys)
+        self.order = np.argsort(member_of, kind="stable")
+        self.sizes = np.bincount(member_of, minlength=len(universe))
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+
+    def take(self, picked: np.ndarray) -> np.ndarray:
+        """Indices of every member of every picked group (with repeats), loop-free."""
+        lengths = self.sizes[picked]
+        offsets = np.repeat(self.starts[picked] - np.cumsum(lengths) + lengths, lengths)
+        return self.order[offsets + np.arange(lengths.sum())]
+
+
+def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _keys(y: np.ndarray, groups) -> np.ndarray:
+    return np.arange(len(y)).astype(str) if groups is None else np.asarray(groups).astype(str)
+
+
+def _too_few_groups(y: np.ndarray, keys: np.ndarray) -> bool:
+    # One clip of a class: every resample repeats it, and the interval would be a
+    # zero-width lie.
+    return min(len(np.unique(keys[y == c])) for c in (0, 1)) < 2
+
+
 def auc_interval(
     y_true,
     scores,
@@ -64,29 +96,56 @@ def auc_interval(
     s = np.asarray(scores, dtype=np.float64)
     if len(y) == 0 or y.min() == y.max():
         return None
-    keys = np.arange(len(y)) if groups is None else np.asarray(groups)
-    _, member_of = np.unique(keys, return_inverse=True)
-    if min(len(np.unique(member_of[y == c])) for c in (0, 1)) < 2:
-        return None  # one clip of a class: every resample repeats it, a zero-width lie
-    order = np.argsort(member_of, kind="stable")
-    sizes = np.bincount(member_of)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    keys = _keys(y, groups)
+    if _too_few_groups(y, keys):
+        return None
+    universe = np.unique(keys)
+    clusters = _Clusters(keys, universe)
     rng = np.random.default_rng(seed)
     aucs = []
     for _ in range(n_boot):
-        picked = rng.integers(0, len(sizes), len(sizes))
-        lengths = sizes[picked]
-        # Indices of every member of every picked group, without a Python loop.
-        offsets = np.repeat(starts[picked] - np.cumsum(lengths) + lengths, lengths)
-        idx = order[offsets + np.arange(lengths.sum())]
+        idx = clusters.take(rng.integers(0, len(universe), len(universe)))
         auc = _auc_by_ranks(y[idx], s[idx])
         if auc is not None:
             aucs.append(auc)
-    if len(aucs) < n_boot / 2:
+    return _percentiles(aucs, level) if len(aucs) >= n_boot / 2 else None
+
+
+def auc_difference(
+    a: tuple[Any, Any, Any],
+    b: tuple[Any, Any, Any],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """AUC of model A minus AUC of model B on the same clips, with a paired interval.
+
+    `a` and `b` are (labels, scores, clip of each face); the two may hold different faces
+    of the same clips (crops at two input sizes). Each resample draws clips once and
+    scores both models on them, so what the clips share cancels out: an interval that
+    excludes 0 means one model is better on clips like these, not only on these.
+    """
+    ya, sa, ka = np.asarray(a[0]).astype(int), np.asarray(a[1], np.float64), _keys(a[0], a[2])
+    yb, sb, kb = np.asarray(b[0]).astype(int), np.asarray(b[1], np.float64), _keys(b[0], b[2])
+    auc_a, auc_b = _auc_by_ranks(ya, sa), _auc_by_ranks(yb, sb)
+    if auc_a is None or auc_b is None:
         return None
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(aucs, [tail, 100 - tail])
-    return float(lo), float(hi)
+    out: dict[str, Any] = {"difference": auc_a - auc_b, "ci": None}
+    if _too_few_groups(ya, ka) or _too_few_groups(yb, kb):
+        return out
+    universe = np.union1d(ka, kb)
+    ca, cb = _Clusters(ka, universe), _Clusters(kb, universe)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        picked = rng.integers(0, len(universe), len(universe))
+        ia, ib = ca.take(picked), cb.take(picked)
+        da, db = _auc_by_ranks(ya[ia], sa[ia]), _auc_by_ranks(yb[ib], sb[ib])
+        if da is not None and db is not None:
+            diffs.append(da - db)
+    if len(diffs) >= n_boot / 2:
+        out["ci"] = list(_percentiles(diffs, level))
+    return out
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -126,6 +126,33 @@ def test_it_gives_the_auc_a_bootstrap_interval_that_resamples_whole_clips():
     )
 
 
+def test_it_compares_two_models_on_the_same_clips_with_a_paired_interval():
+    from detector.metrics import auc_difference, auc_interval
+
+    rng = np.random.default_rng(1)
+    clip_y = np.array([0] * 15 + [1] * 15)
+    y, clips = np.repeat(clip_y, 8), np.repeat(np.arange(30), 8)
+    hard = np.repeat(rng.random(30), 8)  # how hard each clip is, shared by both models
+    # A nearly the same model: the paired interval is tight around 0, far tighter than
+    # either model's own interval (what the clips share cancels out).
+    a = hard + 0.3 * y + rng.normal(0, 0.01, len(y))
+    b = a + rng.normal(0, 0.01, len(y))
+    same = auc_difference((y, a, clips), (y, b, clips))
+    lo, hi = same["ci"]
+    own_lo, own_hi = auc_interval(y, a, clips)
+    assert lo <= 0 <= hi and (hi - lo) < (own_hi - own_lo) / 3
+    # A clearly better model, scored on other crops of the same clips (half as many):
+    # the difference is positive and the interval excludes 0.
+    keep = np.arange(len(y)) % 2 == 0
+    better = auc_difference((y, 3 * y + hard, clips), (y[keep], a[keep], clips[keep]))
+    assert better["difference"] > 0 and better["ci"][0] > 0
+    # The estimate is the plain difference of the two AUCs.
+    assert better["difference"] == pytest.approx(1.0 - roc_auc(y[keep], a[keep]))
+    # One clip of a class: a difference, but no interval.
+    two = auc_difference(([0, 1], [0.2, 0.9], ["r", "f"]), ([0, 1], [0.6, 0.4], ["r", "f"]))
+    assert two == {"difference": 1.0, "ci": None}
+
+
 def test_it_chooses_the_threshold_that_separates_the_classes():
     y = np.array([0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])

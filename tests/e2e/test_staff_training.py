@@ -86,6 +86,24 @@ def test_it_retrains_and_promotes_from_the_staff_pages(
     table = page.inner_text("#comparison-table")
     assert run.model_version.version in table and "tiny-1" in table
     assert "Balanced accuracy" in table
+    diff = run.metrics["auc_difference"]
+    verdict = page.locator("#comparison-verdict")
+    if diff is None:
+        assert verdict.is_hidden()
+    else:
+        shown = f"{abs(diff['difference']):.3f}"
+        assert "ROC AUC, new minus active" in verdict.inner_text()
+        assert shown in verdict.inner_text()
+    # What the sentence says for each kind of interval (a tiny run has too few clips).
+    said = page.evaluate(
+        """() => [[0.08, [0.02, 0.15]], [-0.05, [-0.09, -0.01]], [0.01, [-0.04, 0.06]],
+                  [0.01, null]].map(([d, ci]) =>
+                   window.verityRun.aucVerdict({difference: d, ci: ci}))"""
+    )
+    assert "+0.080" in said[0] and "+0.020 to +0.150" in said[0] and "better" in said[0]
+    assert "\u22120.050" in said[1] and "worse" in said[1]
+    assert "cannot tell the two apart" in said[2]
+    assert "Too few held-out clips" in said[3]
     screenshot(page, "staff-run")
 
     # Promote: the new version serves, the shipped one is retired.

@@ -520,6 +520,14 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
     new, active = run.metrics["new"], run.metrics["active"]
     assert new["version"] == version.version and active["version"] == "tiny-1"
     assert new["frame"]["n"] == active["frame"]["n"] == run.metrics["test_faces"] > 0
+    # With how much the new one differs in ROC AUC, paired over the same clips.
+    diff = run.metrics["auc_difference"]
+    if new["frame"]["roc_auc"] is None or active["frame"]["roc_auc"] is None:
+        assert diff is None
+    else:
+        expected = new["frame"]["roc_auc"] - active["frame"]["roc_auc"]
+        assert diff["difference"] == pytest.approx(expected)
+        assert diff["ci"] is None or diff["ci"][0] <= diff["ci"][1]
 
     # Training never changes the active version; promotion does, and is picked up.
     assert ModelVersion.objects.get(status="active") == shipped

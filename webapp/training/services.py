@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from detector.errors import Cancelled, DetectorError
+from detector.metrics import auc_difference
 from detector.model import ModelBundle
 from webapp.heartbeat import Heartbeat
 from webapp.live.publish import publish_training_run
@@ -235,28 +236,37 @@ def models_dir() -> Path:
     return Path(settings.VAR_DIR) / "models"
 
 
-def evaluate_bundle(bundle, faces) -> dict[str, Any]:
+def evaluate_bundle(bundle, faces) -> tuple[dict[str, Any], Any]:
+    """The bundle's metrics on `faces`, and its scores (labels, scores, clips)."""
     from detector.training import evaluate_scores
 
     scores = bundle.predict(faces.x)
-    return evaluate_scores(faces, scores, bundle.meta.threshold)
+    return evaluate_scores(faces, scores, bundle.meta.threshold), (
+        faces.y,
+        scores,
+        faces.video_ids,
+    )
 
 
-def _evaluate_active(active: ModelVersion, test_items: list, test_faces, frames: int) -> dict:
+def _evaluate_active(
+    active: ModelVersion, test_items: list, test_faces, frames: int
+) -> tuple[dict[str, Any], Any]:
     """The active bundle on the same held-out clips, re-cropped at its own input size."""
     from detector.training import extract_faces
 
     out: dict[str, Any] = {"version": active.version}
+    scored = None
     try:
         bundle = ModelBundle.load(active.bundle_path)
         faces = test_faces
         if bundle.input_size != test_faces.x.shape[1]:
             faces = extract_faces(test_items, bundle.input_size, frames)
-        out.update(evaluate_bundle(bundle, faces))
+        metrics, scored = evaluate_bundle(bundle, faces)
+        out.update(metrics)
     except Exception as exc:  # noqa: BLE001 - the comparison is informative, not essential
         log.warning("could not evaluate the active version %s", active.version, exc_info=True)
         out["error"] = f"The active version could not be evaluated: {exc}"
-    return out
+    return out, scored
 
 
 def execute_training_run(run_id: int) -> str:
@@ -398,7 +408,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
 
     # 4. Evaluate the new and the active version on the same held-out faces; save.
     reporter.update(stage="evaluating", progress=92)
-    new_metrics = evaluate_bundle(bundle, te)
+    new_metrics, new_scored = evaluate_bundle(bundle, te)
     bundle.meta.metrics["test"] = new_metrics
     bundle.meta.parent = run.parent.version if run.parent else None
     bundle.save(out_dir)
@@ -415,12 +425,15 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
             log.warning("version %s will run on Keras: %s", name, exc)
     active = ensure_registered()
     active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or active
-    active_metrics = _evaluate_active(active, test_items, te, frames)
+    active_metrics, active_scored = _evaluate_active(active, test_items, te, frames)
     comparison = {
         "test_faces": int(len(te)),
         "test_clips": len(test_groups),
         "new": {"version": name, **new_metrics},
         "active": active_metrics,
+        # New minus active ROC AUC, with a paired bootstrap interval over the test clips:
+        # whether the new version is better beyond what these few clips can tell.
+        "auc_difference": auc_difference(new_scored, active_scored) if active_scored else None,
     }
 
     # 5. Record: the version is ready to be promoted; the run is done.

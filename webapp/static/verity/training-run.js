@@ -47,9 +47,23 @@
     h += "</tbody>";
     $("comparison-table").innerHTML = h;
     $("comparison-note").textContent = `${m.test_faces} faces from ${m.test_clips} held-out clip(s) or image(s), none of them seen in training.` + (a.error ? " " + a.error : "");
+    $("comparison-verdict").textContent = aucVerdict(m.auc_difference);
+    $("comparison-verdict").hidden = !$("comparison-verdict").textContent;
     const canPromote = s.status === "done" && s.model_version_id && s.model_version_status === "ready";
     $("promote-form").hidden = !canPromote;
     if (canPromote) $("promote-form").action = `${promoteBase}${s.model_version_id}/promote/`;
+  }
+
+  // New minus active ROC AUC, and what its paired interval (over the test clips) says.
+  function aucVerdict(d) {
+    if (!d || typeof d.difference !== "number") return "";
+    const signed = (v) => (v >= 0 ? "+" : "\u2212") + Math.abs(v).toFixed(3);
+    let text = `ROC AUC, new minus active: ${signed(d.difference)}`;
+    if (!d.ci) return text + ". Too few held-out clips of each class for an interval.";
+    text += ` (95% interval ${signed(d.ci[0])} to ${signed(d.ci[1])}, resampling whole clips): `;
+    if (d.ci[0] > 0) return text + "the new version is better on clips like these.";
+    if (d.ci[1] < 0) return text + "the new version is worse on clips like these.";
+    return text + "these clips cannot tell the two apart.";
   }
 
   function render(s) {
@@ -93,7 +107,7 @@
     };
   }
   // Read by the browser tests (and handy in the console).
-  window.verityRun = {get state() { return state; }, seen};
+  window.verityRun = {get state() { return state; }, seen, aucVerdict};
   render(state);
   connect();
 })();
