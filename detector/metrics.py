@@ -179,6 +179,7 @@ def binary_metrics(
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     tnr = c["tn"] / (c["tn"] + c["fp"]) if c["tn"] + c["fp"] else 0.0
     auc = roc_auc(y_true, scores)
+    ci = auc_interval(y_true, scores, groups, n_boot) if auc is not None and n_boot else None
     return {
         "n": int(len(y_true)),
         "accuracy": (c["tp"] + c["tn"]) / total,
@@ -190,9 +191,7 @@ def binary_metrics(
         "recall": recall,
         "f1": f1,
         "roc_auc": auc,
-        "roc_auc_ci": list(auc_interval(y_true, scores, groups, n_boot) or [])
-        if auc is not None and n_boot
-        else None,
+        "roc_auc_ci": list(ci) if ci else None,
         "confusion": c,
         "threshold": threshold,
     }

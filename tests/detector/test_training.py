@@ -102,6 +102,7 @@ def test_it_gives_the_auc_a_bootstrap_interval_that_resamples_whole_clips():
     assert auc_interval([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]) == (1.0, 1.0)
     # One class: no AUC, so no interval.
     assert auc_interval([0, 0, 0], [0.1, 0.5, 0.9]) is None
+    assert binary_metrics([0, 1], [0.2, 0.9], 0.5, ["r", "f"])["roc_auc_ci"] is None
     # One real clip and one fake clip: resampling can only repeat them, so no interval
     # (not a zero-width one).
     assert auc_interval([0, 0, 1, 1], [0.2, 0.4, 0.3, 0.9], ["r", "r", "f", "f"]) is None
