@@ -92,8 +92,8 @@ def one_row(
         .splitlines()[-1]
     )
     bundle.warm_up()
-    analyse_video(clip, bundle, Options(frames=frames), output_video=out)  # warm caches
     options = Options(frames=frames)
+    analyse_video(clip, bundle, options, output_video=out)  # warm caches
     runs = [analyse_video(clip, bundle, options, output_video=out).timings for _ in range(repeat)]
     best = min(runs, key=lambda r: r["total"])
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,28 @@ def _too_few_groups(y: np.ndarray, keys: np.ndarray) -> bool:
     return min(len(np.unique(keys[y == c])) for c in (0, 1)) < 2
 
 
+def _resampled_aucs(
+    sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_boot: int, seed: int
+) -> Iterator[tuple[float, ...]]:
+    """The AUC of each (labels, scores, groups) set on `n_boot` resamples of the groups.
+
+    Every resample draws groups once, from the union of all sets' groups, and applies
+    the same draw to each set (a paired bootstrap when there are two); resamples where
+    some set lacks a class are skipped.
+    """
+    universe = np.unique(np.concatenate([keys for _, _, keys in sets]))
+    clusters = [_Clusters(keys, universe) for _, _, keys in sets]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        picked = rng.integers(0, len(universe), len(universe))
+        aucs = []
+        for (y, s, _), c in zip(sets, clusters, strict=True):
+            idx = c.take(picked)
+            aucs.append(_auc_by_ranks(y[idx], s[idx]))
+        if all(a is not None for a in aucs):
+            yield tuple(aucs)
+
+
 def auc_interval(
     y_true,
     scores,
@@ -99,15 +122,7 @@ def auc_interval(
     keys = _keys(y, groups)
     if _too_few_groups(y, keys):
         return None
-    universe = np.unique(keys)
-    clusters = _Clusters(keys, universe)
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        idx = clusters.take(rng.integers(0, len(universe), len(universe)))
-        auc = _auc_by_ranks(y[idx], s[idx])
-        if auc is not None:
-            aucs.append(auc)
+    aucs = [a for (a,) in _resampled_aucs([(y, s, keys)], n_boot, seed)]
     return _percentiles(aucs, level) if len(aucs) >= n_boot / 2 else None
 
 
@@ -133,16 +148,7 @@ def auc_difference(
     out: dict[str, Any] = {"difference": auc_a - auc_b, "ci": None}
     if _too_few_groups(ya, ka) or _too_few_groups(yb, kb):
         return out
-    universe = np.union1d(ka, kb)
-    ca, cb = _Clusters(ka, universe), _Clusters(kb, universe)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        picked = rng.integers(0, len(universe), len(universe))
-        ia, ib = ca.take(picked), cb.take(picked)
-        da, db = _auc_by_ranks(ya[ia], sa[ia]), _auc_by_ranks(yb[ib], sb[ib])
-        if da is not None and db is not None:
-            diffs.append(da - db)
+    diffs = [da - db for da, db in _resampled_aucs([(ya, sa, ka), (yb, sb, kb)], n_boot, seed)]
     if len(diffs) >= n_boot / 2:
         out["ci"] = list(_percentiles(diffs, level))
     return out

@@ -413,7 +413,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
     bundle.meta.parent = run.parent.version if run.parent else None
     bundle.save(out_dir)
     try:
-        save_curves(history, (te.y, bundle.predict(te.x)) if len(te) else None, out_dir / "curves")
+        save_curves(history, new_scored[:2] if len(te) else None, out_dir / "curves")
     except Exception:  # noqa: BLE001 - pictures for people; the numbers are in the row
         log.warning("could not draw curves for run %s", run.id, exc_info=True)
     if settings.VERITY_RUNTIME != "keras":
