@@ -230,18 +230,72 @@ def _evaluate(args: argparse.Namespace) -> int:
             detect_images=not args.aligned,
         )
         bar.close()
-    if data.x.shape[1] != bundle.input_size:
-        import cv2
-        import numpy as np
-
-        data.x = np.stack([cv2.resize(x, (bundle.input_size,) * 2) for x in data.x])
-    scores = bundle.predict(data.x)
+    scores = bundle.predict(_at_size(data.x, bundle.input_size))
     threshold = args.threshold if args.threshold is not None else bundle.meta.threshold
     result = training.evaluate_scores(data, scores, threshold)
     print(_table({"evaluation": result}))
+    if args.against:
+        other = ModelBundle.load(args.against, runtime=args.runtime)
+        other_scores = other.predict(_at_size(data.x, other.input_size))
+        result["against"] = {
+            "model": str(args.against),
+            "version": other.meta.version,
+            "evaluation": training.evaluate_scores(data, other_scores, other.meta.threshold),
+            "auc_difference": training.compare_scores(data, scores, other_scores),
+        }
+        print()
+        print(_comparison_table(bundle.meta.version, other.meta.version, result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _at_size(x, size: int):
+    """Face crops resized to a bundle's input size (the same crops, so a fair comparison)."""
+    if x.shape[1] == size:
+        return x
+    import cv2
+    import numpy as np
+
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in x])
+
+
+def _comparison_table(version: str, other: str, result: dict) -> str:
+    """Paired ROC AUC difference per face, this bundle minus --against."""
+    diff = result["against"]["auc_difference"]
+    rows = [
+        f"ROC AUC per face: {version} minus {other} (paired bootstrap over clips)",
+        f"{'set':40} {'auc':>6} {'other':>6} {'diff':>7} {'diff 95% CI':>17}",
+    ]
+
+    def row(name: str, d: dict | None) -> None:
+        if not d:
+            rows.append(f"{name:40} {'-':>6} {'-':>6} {'-':>7} {'-':>17}")
+            return
+        ci = d["ci"]
+        shown = f"{ci[0]:+.3f} to {ci[1]:+.3f}" if ci else "-"
+        rows.append(
+            f"{name:40} {d['auc_a']:>6.3f} {d['auc_b']:>6.3f} {d['difference']:>+7.3f} {shown:>17}"
+        )
+
+    row("all", diff["overall"])
+    for src, d in diff["per_fake_source"].items():
+        row(f"  {src} vs all reals", d)
+    rows.append(_verdict(diff["overall"]))
+    return "\n".join(rows)
+
+
+def _verdict(d: dict | None) -> str:
+    if not d:
+        return "No comparison: the data needs real and fake faces."
+    ci = d.get("ci")
+    if not ci:
+        return "Too few clips of each class for an interval: the difference is not evidence."
+    if ci[0] > 0:
+        return "The first model is better on clips like these (the interval is above 0)."
+    if ci[1] < 0:
+        return "The first model is worse on clips like these (the interval is below 0)."
+    return "These clips cannot tell the two models apart (the interval includes 0)."
 
 
 def _table(metrics: dict) -> str:
@@ -447,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--threshold", type=float, default=None, help="override the bundle's decision threshold"
+    )
+    ev.add_argument(
+        "--against",
+        metavar="BUNDLE_DIR",
+        help="also score the same faces with this bundle and print the paired ROC AUC "
+        "difference (--model minus this one) with a 95%% interval over clips",
     )
     ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     runtime(ev)

@@ -145,7 +145,7 @@ def auc_difference(
     auc_a, auc_b = _auc_by_ranks(ya, sa), _auc_by_ranks(yb, sb)
     if auc_a is None or auc_b is None:
         return None
-    out: dict[str, Any] = {"difference": auc_a - auc_b, "ci": None}
+    out: dict[str, Any] = {"difference": auc_a - auc_b, "ci": None, "auc_a": auc_a, "auc_b": auc_b}
     if _too_few_groups(ya, ka) or _too_few_groups(yb, kb):
         return out
     diffs = [da - db for da, db in _resampled_aucs([(ya, sa, ka), (yb, sb, kb)], n_boot, seed)]

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from detector.faces import FaceDetector, square_crop
-from detector.metrics import binary_metrics, choose_threshold
+from detector.metrics import auc_difference, binary_metrics, choose_threshold
 from detector.model import BundleMeta, ModelBundle, build_xception
 from detector.video import probe, sample_frames
 
@@ -572,6 +572,27 @@ def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict
         per_source[src] = binary_metrics(data.y[m], scores[m], threshold, data.video_ids[m])
     out["per_source"] = per_source
     return out
+
+
+def compare_scores(data: FaceSet, scores: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
+    """Is one model better than another on these faces? ROC AUC of `scores` minus that of
+    `baseline`, with a paired 95% interval over clips (`metrics.auc_difference`): overall,
+    and for each fake source against all the real faces.
+
+    Each entry is {"difference", "ci"} or None where a class is missing.
+    """
+    real = data.y == 0
+    out: dict[str, Any] = {"overall": _paired(data, scores, baseline, np.ones(len(data), bool))}
+    out["per_fake_source"] = {
+        src: _paired(data, scores, baseline, real | (data.sources == src))
+        for src in sorted(set(data.sources[~real].tolist()))
+    }
+    return out
+
+
+def _paired(data: FaceSet, a: np.ndarray, b: np.ndarray, m: np.ndarray) -> dict[str, Any] | None:
+    y, clips = data.y[m], data.video_ids[m]
+    return auc_difference((y, a[m], clips), (y, b[m], clips))
 
 
 def save_curves(

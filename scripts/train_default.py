@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +42,7 @@ def cached(path: Path, make) -> training.FaceSet:
         return training.FaceSet.load(path)
     t = time.time()
     fs = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fs.save(path)
     print(f"{path.name}: {len(fs)} faces in {time.time() - t:.0f}s", flush=True)
     return fs
@@ -77,6 +80,20 @@ def main() -> None:
     ap.add_argument("--out", default="var/models/default-v2")
     ap.add_argument("--version", default="2.0")
     ap.add_argument(
+        "--mesonet-fakes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train on MesoNet's fake crops (v2.0 did); --no-mesonet-fakes keeps only "
+        "MesoNet's real crops, as reals and as SBI sources",
+    )
+    ap.add_argument(
+        "--sbi-mesonet-reals",
+        type=int,
+        default=1200,
+        help="how many MesoNet real crops become SBI sources (0 or less: all of them)",
+    )
+    ap.add_argument("--seed", type=int, default=1337, help="training seed")
+    ap.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-score the bundle in --out on the held-out sources and rewrite only its "
@@ -106,7 +123,12 @@ def main() -> None:
         print(f"done in {time.time() - t0:.0f}s", flush=True)
         return
 
-    meso = training.FaceSet.load(f"var/training/baseline/faces-{s}.npz")
+    meso = cached(
+        Path("var/training/baseline") / f"faces-{s}.npz",
+        lambda: training.extract_faces(
+            training.folder_items(DATA / "faces" / "mesonet", "mesonet"), s, detect_images=False
+        ),
+    )
     lfw_train = cached(
         work / f"lfw-train-{s}.npz", lambda: training.extract_faces(lfw_items[:600], s)
     )
@@ -121,23 +143,38 @@ def main() -> None:
     meso_split = np.array([training.split_of(g, val=0.15, test=0.0) for g in meso.groups])
     reals = training.FaceSet.concat([lfw_train, clips, ffpp.subset(ffpp_train & (ffpp.y == 0))])
     rng = random.Random(7)
-    meso_reals = meso.subset((meso_split == "train") & (meso.y == 0))
-    pick = np.array(sorted(rng.sample(range(len(meso_reals)), 1200)))
+    if args.mesonet_fakes:  # v2.0's recipe: MesoNet's train split as it is
+        meso_reals = meso.subset((meso_split == "train") & (meso.y == 0))
+    else:  # MesoNet's real crops only, split by group with everything else
+        meso_reals = meso.subset(meso.y == 0)
+    n_meso = args.sbi_mesonet_reals
+    if 0 < n_meso < len(meso_reals):
+        meso_reals_sbi = meso_reals.subset(
+            np.array(sorted(rng.sample(range(len(meso_reals)), n_meso)))
+        )
+    else:
+        meso_reals_sbi = meso_reals
+    sbi_name = f"sbi-{s}.npz" if args.mesonet_fakes and n_meso == 1200 else f"sbi-{s}-m{n_meso}.npz"
     sbi = cached(
-        work / f"sbi-{s}.npz",
-        lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals.subset(pick)]), seed=7),
+        work / sbi_name,
+        lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals_sbi]), seed=7),
     )
 
-    pool = training.FaceSet.concat(
-        [meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi]
-    )
+    if args.mesonet_fakes:
+        pool = training.FaceSet.concat(
+            [meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi]
+        )
+        meso_val = meso.subset(meso_split == "val")
+    else:
+        pool = training.FaceSet.concat([ffpp.subset(ffpp_train), reals, meso_reals, sbi])
+        meso_val = None
     # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
-    other = np.array([not g.startswith("mesonet/") for g in pool.groups])
+    other = np.array([not (args.mesonet_fakes and g.startswith("mesonet/")) for g in pool.groups])
     val_mask = other & np.array(
         [training.split_of(g, seed=3, val=0.15, test=0.0) == "val" for g in pool.groups]
     )
     train_set = pool.subset(~val_mask)
-    val_set = training.FaceSet.concat([pool.subset(val_mask), meso.subset(meso_split == "val")])
+    val_set = training.FaceSet.concat([pool.subset(val_mask)] + ([meso_val] if meso_val else []))
     print(
         f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)",
         flush=True,
@@ -152,11 +189,12 @@ def main() -> None:
         steps_per_epoch=args.steps,
         fine_tune_from=args.parent,
         patience=2,
+        seed=args.seed,
         extra={
             "stage": 2,
             "parent_version": parent.meta.version,
             "sources": sorted(set(train_set.sources.tolist())),
-            "command": "PYTHONPATH=. .venv/bin/python scripts/train_default.py",
+            "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
         },
     )
 
