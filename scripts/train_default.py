@@ -99,6 +99,12 @@ def main() -> None:
         help="re-score the bundle in --out on the held-out sources and rewrite only its "
         "meta.json (e.g. --out models/default)",
     )
+    ap.add_argument(
+        "--against",
+        metavar="BUNDLE_DIR",
+        help="with --evaluate-only: print the paired ROC AUC difference of --out minus this "
+        "bundle on each held-out set (written to <work>/comparison.json; meta.json untouched)",
+    )
     args = ap.parse_args()
     s = args.size
     work = Path(args.work)
@@ -116,10 +122,15 @@ def main() -> None:
     if args.evaluate_only:
         # Only the held-out sets are needed; the bundle's weights are left untouched.
         bundle = ModelBundle.load(args.out)
-        evaluate_held_out(bundle, work, s, ffpp.subset(~ffpp_train), lfw_items)
-        (Path(args.out) / "meta.json").write_text(
-            json.dumps(bundle.meta.to_dict(), indent=2) + "\n"
-        )
+        sets = held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
+        if args.against:
+            comparison = compare_held_out(bundle, ModelBundle.load(args.against), sets)
+            (Path(args.work) / "comparison.json").write_text(json.dumps(comparison, indent=2))
+        else:
+            evaluate_held_out(bundle, sets)
+            (Path(args.out) / "meta.json").write_text(
+                json.dumps(bundle.meta.to_dict(), indent=2) + "\n"
+            )
         print(f"done in {time.time() - t0:.0f}s", flush=True)
         return
 
@@ -207,34 +218,17 @@ def main() -> None:
     bundle.meta.parent = parent.meta.version
     bundle.save(args.out)
     bundle = ModelBundle.load(args.out)  # measure what ships
-    everything, all_scores = evaluate_held_out(bundle, work, s, ffpp.subset(~ffpp_train), lfw_items)
+    sets = held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
+    all_scores = evaluate_held_out(bundle, sets)
     bundle.save(args.out)
-    training.save_curves(history, (everything.y, all_scores), work / "curves")
+    training.save_curves(history, (sets["all_unseen"].y, all_scores), work / "curves")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 
 
-def evaluate_held_out(
-    bundle: ModelBundle, work: Path, s: int, ffpp_test: training.FaceSet, lfw_items
-):
-    """Score the bundle on sources it never trained on; store full metrics in its meta."""
-    held = {}
-    thr = bundle.meta.threshold
-
-    def record(key: str, data: training.FaceSet) -> np.ndarray:
-        scores = bundle.predict(data.x)
-        held[key] = training.evaluate_scores(data, scores, thr)
-        summary(key, held[key])
-        return scores
-
-    ffpp_scores = record("ffpp_c40_unseen_identities", ffpp_test)
-    # Each method against the originals of the same identities.
-    originals = ffpp_test.sources == "ffpp:original"
-    held["ffpp_c40_per_method"] = {}
-    for method in sorted(set(ffpp_test.sources.tolist()) - {"ffpp:original"}):
-        m = originals | (ffpp_test.sources == method)
-        held["ffpp_c40_per_method"][method.split(":")[1]] = training.evaluate_scores(
-            ffpp_test.subset(m), ffpp_scores[m], thr
-        )
+def held_out_sets(
+    work: Path, s: int, ffpp_test: training.FaceSet, lfw_items
+) -> dict[str, training.FaceSet]:
+    """The sources no model here trains on, each as one face set, and all of them."""
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
@@ -258,14 +252,12 @@ def evaluate_held_out(
             frames_per_video=32,
         ),
     )
-    record("ffpp_c23_pair", pair)
     cip = cached(
         work / f"ciplab-{s}.npz",
         lambda: training.extract_faces(
             training.folder_items(DATA / "faces" / "ciplab", "ciplab"), s
         ),
     )
-    record("ciplab", cip)
     gan = cached(
         work / f"gan-{s}.npz",
         lambda: training.FaceSet.concat(
@@ -284,11 +276,55 @@ def evaluate_held_out(
             ]
         ),
     )
-    record("stylegan3_vs_unseen_reals", gan)
-    everything = training.FaceSet.concat([ffpp_test, pair, cip, gan])
-    all_scores = record("all_unseen", everything)
+    return {
+        "ffpp_c40_unseen_identities": ffpp_test,
+        "ffpp_c23_pair": pair,
+        "ciplab": cip,
+        "stylegan3_vs_unseen_reals": gan,
+        "all_unseen": training.FaceSet.concat([ffpp_test, pair, cip, gan]),
+    }
+
+
+def evaluate_held_out(bundle: ModelBundle, sets: dict[str, training.FaceSet]) -> np.ndarray:
+    """Score the bundle on sources it never trained on; store full metrics in its meta.
+    Returns the scores of all the held-out faces."""
+    held: dict = {}
+    thr = bundle.meta.threshold
+    scores = {}
+    for key, data in sets.items():
+        scores[key] = bundle.predict(data.x)
+        held[key] = training.evaluate_scores(data, scores[key], thr)
+        summary(key, held[key])
+        if key == "ffpp_c40_unseen_identities":
+            # Each method against the originals of the same identities.
+            originals = data.sources == "ffpp:original"
+            held["ffpp_c40_per_method"] = {}
+            for method in sorted(set(data.sources.tolist()) - {"ffpp:original"}):
+                m = originals | (data.sources == method)
+                held["ffpp_c40_per_method"][method.split(":")[1]] = training.evaluate_scores(
+                    data.subset(m), scores[key][m], thr
+                )
     bundle.meta.metrics["held_out"] = held
-    return everything, all_scores
+    return scores["all_unseen"]
+
+
+def compare_held_out(
+    bundle: ModelBundle, other: ModelBundle, sets: dict[str, training.FaceSet]
+) -> dict:
+    """Paired ROC AUC difference, bundle minus other, on each held-out set."""
+    out = {}
+    for key, data in sets.items():
+        out[key] = training.compare_scores(data, bundle.predict(data.x), other.predict(data.x))
+        d = out[key]["overall"]
+        ci = d and d["ci"]
+        print(
+            f"{key}: {d['auc_a']:.3f} vs {d['auc_b']:.3f}, difference {d['difference']:+.3f}"
+            + (f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else " (no interval)")
+            if d
+            else f"{key}: no comparison",
+            flush=True,
+        )
+    return out
 
 
 if __name__ == "__main__":
