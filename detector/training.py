@@ -324,6 +324,36 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class BatchPlan:
+    """Which faces make batch i of an epoch, and the random draws that augment them.
+
+    Both depend on (seed, epoch, i) alone, so a run resumed at epoch k trains on exactly
+    the batches the uninterrupted run would have, and with `steps_per_epoch` shorter than
+    the data, each epoch draws a new sample instead of repeating the first one.
+    Batches are padded to a fixed size so that Keras traces one graph only.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, epoch: int = 0) -> None:
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.batches = int(np.ceil(n / batch_size))
+        self.start(epoch)
+
+    def start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = np.arange(self.n)
+        if self.shuffle:
+            np.random.default_rng([self.seed, epoch]).shuffle(self.order)
+
+    def indices(self, i: int) -> np.ndarray:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        if len(idx) < self.batch_size:
+            idx = np.concatenate([idx, self.order[: self.batch_size - len(idx)]])
+        return idx
+
+    def rng(self, i: int) -> random.Random:
+        return random.Random(f"{self.seed}:{self.epoch}:{i}")
+
+
 def _seed_everything(seed: int) -> None:
     import keras
 
@@ -377,31 +407,28 @@ def train(
     class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
 
     class Batches(keras.utils.PyDataset):
-        def __init__(self, data: FaceSet, shuffle: bool, aug: bool):
+        def __init__(self, data: FaceSet, shuffle: bool, aug: bool, epoch: int = 0):
             super().__init__()
-            self.data, self.shuffle, self.aug = data, shuffle, aug
-            self.rng = random.Random(config.seed)
-            self.order = np.arange(len(data))
-            self.on_epoch_end()
+            self.data, self.aug = data, aug
+            self.plan = BatchPlan(len(data), config.batch_size, config.seed, shuffle, epoch)
 
         def __len__(self) -> int:
-            n = int(np.ceil(len(self.data) / config.batch_size))
+            n = self.plan.batches
             return (
-                min(n, config.steps_per_epoch) if (self.shuffle and config.steps_per_epoch) else n
+                min(n, config.steps_per_epoch)
+                if (self.plan.shuffle and config.steps_per_epoch)
+                else n
             )
 
         def on_epoch_end(self) -> None:
-            if self.shuffle:
-                self.rng.shuffle(self.order)
+            self.plan.start(self.plan.epoch + 1)
 
         def __getitem__(self, i):
-            idx = self.order[i * config.batch_size : (i + 1) * config.batch_size]
-            # Pad to a fixed batch size so Keras traces one graph only.
-            if len(idx) < config.batch_size:
-                idx = np.concatenate([idx, self.order[: config.batch_size - len(idx)]])
+            idx = self.plan.indices(i)
             imgs = [self.data.x[j] for j in idx]
             if self.aug:
-                imgs = [augment(im, self.rng) for im in imgs]
+                rng = self.plan.rng(i)
+                imgs = [augment(im, rng) for im in imgs]
             from detector.model import preprocess
 
             return preprocess(np.stack(imgs)), self.data.y[idx]
@@ -432,7 +459,7 @@ def train(
     ]
     if initial_epoch < config.epochs:
         model.fit(
-            Batches(train_set, True, config.augment),
+            Batches(train_set, True, config.augment, epoch=initial_epoch),
             validation_data=Batches(val_set, False, False),
             epochs=config.epochs,
             initial_epoch=initial_epoch,

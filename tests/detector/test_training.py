@@ -399,6 +399,32 @@ def test_it_resumes_from_the_work_dir(trained):
     assert bundle.meta.metrics["validation"]["frame"]["n"] == len(val_set)
 
 
+def test_a_resumed_run_trains_on_the_batches_an_uninterrupted_run_would():
+    from detector.training import BatchPlan
+
+    def seen(plan: BatchPlan, steps: int) -> list[tuple[list[int], float]]:
+        return [(plan.indices(i).tolist(), plan.rng(i).random()) for i in range(steps)]
+
+    # 50 faces, batches of 8, 3 steps an epoch (fewer than the 7 batches of the data).
+    running = BatchPlan(50, 8, seed=3, shuffle=True)
+    epochs = [seen(running, 3)]
+    for epoch in (1, 2):
+        running.start(epoch)
+        epochs.append(seen(running, 3))
+    # Resumed at epoch 2: the same faces in the same order, the same augmentation draws.
+    assert seen(BatchPlan(50, 8, seed=3, shuffle=True, epoch=2), 3) == epochs[2]
+    # Each epoch draws a new sample of the data, not the first one again.
+    firsts = [{j for idx, _ in e for j in idx} for e in epochs]
+    assert firsts[0] != firsts[1] != firsts[2]
+    # An epoch is a permutation: the last batch is padded from its start, never short.
+    full = BatchPlan(50, 8, seed=3, shuffle=True)
+    batches = [full.indices(i) for i in range(full.batches)]
+    assert all(len(b) == 8 for b in batches)
+    assert sorted(np.concatenate(batches)[:50].tolist()) == list(range(50))
+    # Validation data is never shuffled.
+    assert BatchPlan(20, 8, seed=3, shuffle=False, epoch=5).indices(0).tolist() == list(range(8))
+
+
 # ---- bundles ---------------------------------------------------------------------------
 
 
