@@ -354,6 +354,99 @@ class BatchPlan:
         return random.Random(f"{self.seed}:{self.epoch}:{i}")
 
 
+def _fit(
+    model: Any,
+    train_set: FaceSet,
+    val_set: FaceSet,
+    config: TrainConfig,
+    work: Path,
+    initial_epoch: int,
+    history: dict[str, list[float]],
+    class_weight: dict[int, float],
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> None:
+    """The epochs from `initial_epoch` on: train, validate, checkpoint, stop early.
+
+    A plain loop over train_on_batch, not model.fit: fed by a PyDataset (or any Python
+    generator through tf.data), a Keras 3 training step on TensorFlow runs at half the
+    speed, its buffers faulted in afresh each step (about a million page faults a step at
+    128 px); bench/training.py measures both.
+
+    Writes `last.keras` and `state.json` (epoch and history) after every epoch, so that
+    a rerun resumes; `best.keras` whenever the validation loss improves; TensorBoard
+    scalars under `tensorboard/`. Stops once the validation loss has not improved for
+    `config.patience` epochs, counted over the whole history, resumed epochs included.
+    """
+    import tensorflow as tf
+
+    from detector.model import preprocess
+
+    bs = config.batch_size
+    plan = BatchPlan(len(train_set), bs, config.seed, shuffle=True, epoch=initial_epoch)
+    steps = min(plan.batches, config.steps_per_epoch or plan.batches)
+    writers = {
+        split: tf.summary.create_file_writer(str(work / "tensorboard" / split))
+        for split in ("train", "validation")
+    }
+    state_file = work / "state.json"
+    for epoch in range(initial_epoch, config.epochs):
+        losses = history.get("val_loss", [])
+        if losses and len(losses) - 1 - int(np.argmin(losses)) >= config.patience:
+            break
+        plan.start(epoch)
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        for i in range(steps):
+            idx = plan.indices(i)
+            rng = plan.rng(i)
+            x = np.stack(
+                [augment(train_set.x[j], rng) if config.augment else train_set.x[j] for j in idx]
+            )
+            # train_on_batch reports this batch alone (its metrics are reset per call).
+            batch = model.train_on_batch(
+                preprocess(x), train_set.y[idx], class_weight=class_weight, return_dict=True
+            )
+            for k in sums:
+                sums[k] += float(batch[k])
+        # Means over the epoch's batches, as fit reports them.
+        logs = {k: v / steps for k, v in sums.items()}
+        logs.update(_validate(model, val_set, bs))
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        with writers["train"].as_default():
+            tf.summary.scalar("epoch_loss", logs["loss"], step=epoch)
+            tf.summary.scalar("epoch_accuracy", logs["accuracy"], step=epoch)
+        with writers["validation"].as_default():
+            tf.summary.scalar("epoch_loss", logs["val_loss"], step=epoch)
+            tf.summary.scalar("epoch_accuracy", logs["val_accuracy"], step=epoch)
+        if logs["val_loss"] <= min(history["val_loss"]):
+            model.save(work / "best.keras")
+        model.save(work / "last.keras")
+        state_file.write_text(json.dumps({"epoch": epoch + 1, "history": history}))
+        if on_epoch:
+            on_epoch(epoch + 1, logs)
+    for w in writers.values():
+        w.close()
+
+
+def _validate(model: Any, data: FaceSet, batch_size: int) -> dict[str, float]:
+    """Unweighted cross-entropy and accuracy over every validation face once (the last
+    batch is padded to the fixed size, and the padding is not counted)."""
+    from detector.model import preprocess
+
+    plan = BatchPlan(len(data), batch_size, 0, shuffle=False)
+    probs = np.concatenate(
+        [
+            np.asarray(model.predict_on_batch(preprocess(data.x[plan.indices(i)])))
+            for i in range(plan.batches)
+        ]
+    )[: len(data)]
+    p_true = np.clip(probs[np.arange(len(data)), data.y], 1e-7, 1 - 1e-7)
+    return {
+        "val_loss": float(-np.mean(np.log(p_true))),
+        "val_accuracy": float(np.mean(probs.argmax(axis=1) == data.y)),
+    }
+
+
 def _seed_everything(seed: int) -> None:
     import keras
 
@@ -406,67 +499,10 @@ def train(
     counts = np.bincount(train_set.y, minlength=2).astype(float)
     class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
 
-    class Batches(keras.utils.PyDataset):
-        def __init__(self, data: FaceSet, shuffle: bool, aug: bool, epoch: int = 0):
-            super().__init__()
-            self.data, self.aug = data, aug
-            self.plan = BatchPlan(len(data), config.batch_size, config.seed, shuffle, epoch)
-
-        def __len__(self) -> int:
-            n = self.plan.batches
-            return (
-                min(n, config.steps_per_epoch)
-                if (self.plan.shuffle and config.steps_per_epoch)
-                else n
-            )
-
-        def on_epoch_end(self) -> None:
-            self.plan.start(self.plan.epoch + 1)
-
-        def __getitem__(self, i):
-            idx = self.plan.indices(i)
-            imgs = [self.data.x[j] for j in idx]
-            if self.aug:
-                rng = self.plan.rng(i)
-                imgs = [augment(im, rng) for im in imgs]
-            from detector.model import preprocess
-
-            return preprocess(np.stack(imgs)), self.data.y[idx]
-
     history: dict[str, list[float]] = {}
     if state_file.exists():
         history = json.loads(state_file.read_text()).get("history", {})
-
-    class Recorder(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            for k, v in logs.items():
-                history.setdefault(k, []).append(v)
-            self.model.save(work / "last.keras")
-            state_file.write_text(json.dumps({"epoch": epoch + 1, "history": history}))
-            if on_epoch:
-                on_epoch(epoch + 1, logs)
-
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            work / "best.keras", monitor="val_loss", save_best_only=True
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=False
-        ),
-        keras.callbacks.TensorBoard(log_dir=str(work / "tensorboard"), write_graph=False),
-        Recorder(),
-    ]
-    if initial_epoch < config.epochs:
-        model.fit(
-            Batches(train_set, True, config.augment, epoch=initial_epoch),
-            validation_data=Batches(val_set, False, False),
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            verbose=0,
-        )
+    _fit(model, train_set, val_set, config, work, initial_epoch, history, class_weight, on_epoch)
     if (work / "best.keras").exists():
         model = keras.models.load_model(work / "best.keras")
 

@@ -425,6 +425,43 @@ def test_a_resumed_run_trains_on_the_batches_an_uninterrupted_run_would():
     assert BatchPlan(20, 8, seed=3, shuffle=False, epoch=5).indices(0).tolist() == list(range(8))
 
 
+def test_it_scores_validation_faces_once_each_whatever_the_batch_padding(trained):
+    from detector.model import preprocess
+    from detector.training import _validate
+
+    bundle = trained["bundle"]
+    _, val_set = trained["data"]
+    # Batches of 3 for 8 faces: the last batch is padded with 1 face, not counted.
+    got = _validate(bundle.model, val_set, 3)
+    probs = np.asarray(bundle.model.predict(preprocess(val_set.x), verbose=0))
+    p_true = probs[np.arange(len(val_set)), val_set.y]
+    assert got["val_loss"] == pytest.approx(-np.mean(np.log(p_true)), rel=1e-4)
+    assert got["val_accuracy"] == pytest.approx(np.mean(probs.argmax(1) == val_set.y))
+
+
+def test_early_stopping_counts_epochs_since_the_best_over_a_resumed_history(tmp_path):
+    from detector.training import _fit
+
+    # Best validation loss at epoch 1, then two epochs without improvement: with
+    # patience 2, a resumed run stops before training (the model is never touched).
+    history = {"loss": [0.7, 0.6, 0.5], "val_loss": [0.4, 0.45, 0.5]}
+    tiny = faces_with_blends(2, seed=1, prefix="x")
+    config = TrainConfig(input_size=SIZE, epochs=6, batch_size=2, patience=2)
+    seen: list[int] = []
+    _fit(
+        None,
+        tiny,
+        tiny,
+        config,
+        tmp_path,
+        3,
+        history,
+        {0: 1.0, 1: 1.0},
+        lambda e, l: seen.append(e),
+    )
+    assert seen == [] and not (tmp_path / "state.json").exists()
+
+
 # ---- bundles ---------------------------------------------------------------------------
 
 
