@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format bench install browser clean
+.PHONY: run test lint format bench bench-training install browser clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -39,6 +39,9 @@ format:
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+bench-training: $(STAMP)
+	$(BIN)/python bench/training.py
 
 clean:
 	rm -rf var/test-media var/test*.sqlite3 .pytest_cache
