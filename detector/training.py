@@ -412,12 +412,10 @@ def _fit(
         logs.update(_validate(model, val_set, bs))
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
-        with writers["train"].as_default():
-            tf.summary.scalar("epoch_loss", logs["loss"], step=epoch)
-            tf.summary.scalar("epoch_accuracy", logs["accuracy"], step=epoch)
-        with writers["validation"].as_default():
-            tf.summary.scalar("epoch_loss", logs["val_loss"], step=epoch)
-            tf.summary.scalar("epoch_accuracy", logs["val_accuracy"], step=epoch)
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            with writers[split].as_default():
+                for name in ("loss", "accuracy"):
+                    tf.summary.scalar(f"epoch_{name}", logs[prefix + name], step=epoch)
         if logs["val_loss"] <= min(history["val_loss"]):
             model.save(work / "best.keras")
         model.save(work / "last.keras")
@@ -642,7 +640,8 @@ def compare_scores(data: FaceSet, scores: np.ndarray, baseline: np.ndarray) -> d
     `baseline`, with a paired 95% interval over clips (`metrics.auc_difference`): overall,
     and for each fake source against all the real faces.
 
-    Each entry is {"difference", "ci"} or None where a class is missing.
+    Each entry is auc_difference's {"difference", "ci", "auc_a", "auc_b"}, or None where
+    a class is missing.
     """
     real = data.y == 0
     out: dict[str, Any] = {"overall": _paired(data, scores, baseline, np.ones(len(data), bool))}

@@ -165,10 +165,11 @@ def main() -> None:
         )
     else:
         meso_reals_sbi = meso_reals
-    sbi_name = f"sbi-{s}.npz" if args.mesonet_fakes and n_meso == 1200 else f"sbi-{s}-m{n_meso}.npz"
+    sbi_sources = training.FaceSet.concat([reals, meso_reals_sbi])
+    # Keyed by the real faces it is made from: each recipe gets its own cache.
     sbi = cached(
-        work / sbi_name,
-        lambda: self_blended_set(training.FaceSet.concat([reals, meso_reals_sbi]), seed=7),
+        work / f"sbi-{s}-{sbi_sources.fingerprint()}.npz",
+        lambda: self_blended_set(sbi_sources, seed=7),
     )
 
     if args.mesonet_fakes:
@@ -218,17 +219,18 @@ def main() -> None:
     bundle.meta.parent = parent.meta.version
     bundle.save(args.out)
     bundle = ModelBundle.load(args.out)  # measure what ships
-    sets = held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
-    all_scores = evaluate_held_out(bundle, sets)
+    everything, all_scores = evaluate_held_out(
+        bundle, held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
+    )
     bundle.save(args.out)
-    training.save_curves(history, (sets["all_unseen"].y, all_scores), work / "curves")
+    training.save_curves(history, (everything.y, all_scores), work / "curves")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 
 
 def held_out_sets(
     work: Path, s: int, ffpp_test: training.FaceSet, lfw_items
 ) -> dict[str, training.FaceSet]:
-    """The sources no model here trains on, each as one face set, and all of them."""
+    """The sources no model here trains on, each as one face set."""
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
@@ -281,19 +283,32 @@ def held_out_sets(
         "ffpp_c23_pair": pair,
         "ciplab": cip,
         "stylegan3_vs_unseen_reals": gan,
-        "all_unseen": training.FaceSet.concat([ffpp_test, pair, cip, gan]),
     }
 
 
-def evaluate_held_out(bundle: ModelBundle, sets: dict[str, training.FaceSet]) -> np.ndarray:
+def scored(
+    bundle: ModelBundle, sets: dict[str, training.FaceSet]
+) -> dict[str, tuple[training.FaceSet, np.ndarray]]:
+    """Each held-out set with the bundle's scores, and "all_unseen": all of them together
+    (each face is scored once)."""
+    out = {key: (data, bundle.predict(data.x)) for key, data in sets.items()}
+    out["all_unseen"] = (
+        training.FaceSet.concat([data for data, _ in out.values()]),
+        np.concatenate([scores for _, scores in out.values()]),
+    )
+    return out
+
+
+def evaluate_held_out(
+    bundle: ModelBundle, sets: dict[str, training.FaceSet]
+) -> tuple[training.FaceSet, np.ndarray]:
     """Score the bundle on sources it never trained on; store full metrics in its meta.
-    Returns the scores of all the held-out faces."""
+    Returns all the held-out faces and their scores."""
     held: dict = {}
     thr = bundle.meta.threshold
-    scores = {}
-    for key, data in sets.items():
-        scores[key] = bundle.predict(data.x)
-        held[key] = training.evaluate_scores(data, scores[key], thr)
+    results = scored(bundle, sets)
+    for key, (data, scores) in results.items():
+        held[key] = training.evaluate_scores(data, scores, thr)
         summary(key, held[key])
         if key == "ffpp_c40_unseen_identities":
             # Each method against the originals of the same identities.
@@ -302,26 +317,27 @@ def evaluate_held_out(bundle: ModelBundle, sets: dict[str, training.FaceSet]) ->
             for method in sorted(set(data.sources.tolist()) - {"ffpp:original"}):
                 m = originals | (data.sources == method)
                 held["ffpp_c40_per_method"][method.split(":")[1]] = training.evaluate_scores(
-                    data.subset(m), scores[key][m], thr
+                    data.subset(m), scores[m], thr
                 )
     bundle.meta.metrics["held_out"] = held
-    return scores["all_unseen"]
+    return results["all_unseen"]
 
 
 def compare_held_out(
     bundle: ModelBundle, other: ModelBundle, sets: dict[str, training.FaceSet]
 ) -> dict:
     """Paired ROC AUC difference, bundle minus other, on each held-out set."""
+    theirs = scored(other, sets)
     out = {}
-    for key, data in sets.items():
-        out[key] = training.compare_scores(data, bundle.predict(data.x), other.predict(data.x))
+    for key, (data, scores) in scored(bundle, sets).items():
+        out[key] = training.compare_scores(data, scores, theirs[key][1])
         d = out[key]["overall"]
-        ci = d and d["ci"]
+        if not d:
+            print(f"{key}: no comparison", flush=True)
+            continue
+        ci = f"95% CI {d['ci'][0]:+.3f} to {d['ci'][1]:+.3f}" if d["ci"] else "no interval"
         print(
-            f"{key}: {d['auc_a']:.3f} vs {d['auc_b']:.3f}, difference {d['difference']:+.3f}"
-            + (f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else " (no interval)")
-            if d
-            else f"{key}: no comparison",
+            f"{key}: {d['auc_a']:.3f} vs {d['auc_b']:.3f}, difference {d['difference']:+.3f} ({ci})",
             flush=True,
         )
     return out
