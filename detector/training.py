@@ -324,6 +324,22 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def initial_model(config: TrainConfig):
+    """The network a run starts from: a fresh Xception at the run's input size, or its
+    parent's weights when fine-tuning.
+
+    The parent may work at another input size: Xception is convolutional up to a global
+    average pool, so every weight keeps its shape whatever the input size ("train small,
+    then fine-tune large"). BatchNorm statistics shift with scale, which is why training
+    re-estimates them on the training faces before it calibrates.
+    """
+    model = build_xception(config.input_size, config.init_weights)
+    if config.fine_tune_from:
+        parent = ModelBundle.load(config.fine_tune_from)
+        model.set_weights(parent.model.get_weights())
+    return model
+
+
 class BatchPlan:
     """Which faces make batch i of an epoch, and the random draws that augment them.
 
@@ -482,12 +498,7 @@ def train(
         model = keras.models.load_model(work / "last.keras")
         initial_epoch = json.loads(state_file.read_text())["epoch"]
     else:
-        model = build_xception(s, config.init_weights)
-        if config.fine_tune_from:
-            parent = ModelBundle.load(config.fine_tune_from)
-            if parent.input_size != s:
-                raise ValueError(f"cannot fine-tune a {parent.input_size} px model at {s} px")
-            model.set_weights(parent.model.get_weights())
+        model = initial_model(config)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss="sparse_categorical_crossentropy",

@@ -112,19 +112,21 @@ def main() -> None:
     t0 = time.time()
 
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
-    ffpp = cached(
-        work / f"ffpp-{s}.npz",
-        lambda: training.extract_faces(
-            training.ffpp_items(DATA / "ffpp-c40"), s, frames_per_video=32
-        ),
-    )
+    ffpp = ffpp_faces(work, s)
     ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
     if args.evaluate_only:
         # Only the held-out sets are needed; the bundle's weights are left untouched.
         bundle = ModelBundle.load(args.out)
         sets = held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
         if args.against:
-            comparison = compare_held_out(bundle, ModelBundle.load(args.against), sets)
+            other = ModelBundle.load(args.against)
+            # Each bundle scores the same faces, cropped at its own input size.
+            t = other.input_size
+            other_ffpp = ffpp_faces(work, t)
+            other_sets = held_out_sets(
+                work, t, other_ffpp.subset(~np.isin(other_ffpp.groups, list(TRAIN_FFPP))), lfw_items
+            )
+            comparison = compare_held_out(bundle, other, sets, other_sets)
             (Path(args.work) / "comparison.json").write_text(json.dumps(comparison, indent=2))
         else:
             evaluate_held_out(bundle, sets)
@@ -205,6 +207,7 @@ def main() -> None:
         extra={
             "stage": 2,
             "parent_version": parent.meta.version,
+            "parent_input_size": parent.input_size,
             "sources": sorted(set(train_set.sources.tolist())),
             "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
         },
@@ -225,6 +228,16 @@ def main() -> None:
     bundle.save(args.out)
     training.save_curves(history, (everything.y, all_scores), work / "curves")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+def ffpp_faces(work: Path, s: int) -> training.FaceSet:
+    """The FaceForensics++ c40 sample, 32 faces per clip, at input size s."""
+    return cached(
+        work / f"ffpp-{s}.npz",
+        lambda: training.extract_faces(
+            training.ffpp_items(DATA / "ffpp-c40"), s, frames_per_video=32
+        ),
+    )
 
 
 def held_out_sets(
@@ -324,10 +337,21 @@ def evaluate_held_out(
 
 
 def compare_held_out(
-    bundle: ModelBundle, other: ModelBundle, sets: dict[str, training.FaceSet]
+    bundle: ModelBundle,
+    other: ModelBundle,
+    sets: dict[str, training.FaceSet],
+    other_sets: dict[str, training.FaceSet],
 ) -> dict:
-    """Paired ROC AUC difference, bundle minus other, on each held-out set."""
-    theirs = scored(other, sets)
+    """Paired ROC AUC difference, bundle minus other, on each held-out set. `sets` and
+    `other_sets` hold the same faces, each cropped at its bundle's input size."""
+    for key, data in sets.items():
+        theirs_data = other_sets[key]
+        if not (
+            np.array_equal(data.groups, theirs_data.groups)
+            and np.array_equal(data.y, theirs_data.y)
+        ):
+            raise ValueError(f"{key}: the two sizes found different faces; no paired comparison")
+    theirs = scored(other, other_sets)
     out = {}
     for key, (data, scores) in scored(bundle, sets).items():
         out[key] = training.compare_scores(data, scores, theirs[key][1])

@@ -488,6 +488,20 @@ def test_it_round_trips_a_bundle(trained, saved_bundle):
     )
 
 
+def test_it_fine_tunes_a_bundle_at_another_input_size(saved_bundle):
+    # "Train small, then fine-tune large": every Xception weight keeps its shape whatever
+    # the input size, so a 71 px parent starts a 96 px run with all its weights.
+    parent = ModelBundle.load(saved_bundle)
+    model = training.initial_model(TrainConfig(input_size=96, fine_tune_from=str(saved_bundle)))
+    assert model.input_shape == (None, 96, 96, 3)
+    ours, theirs = model.get_weights(), parent.model.get_weights()
+    assert len(ours) == len(theirs)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    # Without a parent, a run starts from fresh weights.
+    fresh = training.initial_model(TrainConfig(input_size=96))
+    assert not np.array_equal(fresh.get_weights()[0], theirs[0])
+
+
 def test_it_evaluates_a_bundle_against_another_on_the_same_faces(
     trained, saved_bundle, tmp_path, capsys
 ):

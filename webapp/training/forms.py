@@ -40,7 +40,7 @@ class RetrainForm(forms.Form):
         max_value=512,
         initial=160,
         label="Input size (px)",
-        help_text="71 to 512; a fine-tuned version keeps its parent's size.",
+        help_text="71 to 512; a fine-tuned version may change its parent's size.",
     )
     fine_tune_from = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(
@@ -101,12 +101,6 @@ class RetrainForm(forms.Form):
             meta = read_meta(parent.bundle_path)
             if not meta:
                 self.add_error("fine_tune_from", f"Version {parent.version} has no bundle.")
-            elif data.get("input_size") and int(meta.get("input_size", 0)) != data["input_size"]:
-                self.add_error(
-                    "input_size",
-                    f"Version {parent.version} works at {meta.get('input_size')} px; "
-                    "a fine-tuned version must keep its parent's input size.",
-                )
         return data
 
     def sources(self) -> dict[str, Any]:
