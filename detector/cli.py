@@ -251,13 +251,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _at_size(x, size: int):
-    """Face crops resized to a bundle's input size (the same crops, so a fair comparison)."""
+    """Face crops resized to a bundle's input size (the same crops, so a fair comparison),
+    interpolated as the pipeline's crops are: area when shrinking, linear when enlarging."""
     if x.shape[1] == size:
         return x
     import cv2
     import numpy as np
 
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in x])
+    interp = cv2.INTER_AREA if x.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in x])
 
 
 def _comparison_table(version: str, other: str, result: dict) -> str:

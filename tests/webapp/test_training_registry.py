@@ -348,19 +348,26 @@ def test_it_queues_a_run_from_the_form_and_the_api(
     page = staff_client.get(resp["Location"])
     assert page.status_code == 200 and b'id="chart-loss"' in page.content
 
-    # Wrong requests are refused with reasons: no source, no such folder, a fine-tune
-    # at another input size, labelled clips when there are none.
+    # Wrong requests are refused with reasons: no source, no such folder, labelled clips
+    # when there are none.
     cases = [
         ({"dataset": ""}, b"at least one data source"),
         ({"dataset": str(tmp_path / "nope")}, b"is not a folder on the server"),
         ({"dataset": "relative/path"}, b"absolute path"),
-        ({"input_size": 96}, b"keep its parent"),
         ({"labelled": "on"}, b"No clip has been labelled"),
     ]
     for change, reason in cases:
         resp = staff_client.post("/staff/models/retrain/", {**form, **change})
         assert resp.status_code == 200 and reason in resp.content, change
     assert TrainingRun.objects.count() == 1
+
+    # A fine-tune may change its parent's input size ("train small, fine-tune large").
+    with django_capture_on_commit_callbacks():
+        resp = staff_client.post("/staff/models/retrain/", {**form, "input_size": 96})
+    larger = TrainingRun.objects.latest("id")
+    assert resp.status_code == 302 and larger != run
+    assert larger.params["input_size"] == 96 and larger.parent == shipped
+    larger.delete()
 
     # The REST API: the form's defaults fill what is not sent; errors are a 400.
     api = APIClient()
