@@ -87,6 +87,13 @@ def main() -> None:
         "MesoNet's real crops, as reals and as SBI sources",
     )
     ap.add_argument(
+        "--ffpp-fakes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train on the FaceForensics++ {183, 253} fakes (v2.0 did); with "
+        "--no-mesonet-fakes too, every fake is a self-blended image (SBI's own recipe)",
+    )
+    ap.add_argument(
         "--sbi-mesonet-reals",
         type=int,
         default=1200,
@@ -106,6 +113,8 @@ def main() -> None:
         "bundle on each held-out set (written to <work>/comparison.json; meta.json untouched)",
     )
     args = ap.parse_args()
+    if args.mesonet_fakes and not args.ffpp_fakes:
+        ap.error("--no-ffpp-fakes needs --no-mesonet-fakes (a recipe with MesoNet's fakes only)")
     s = args.size
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -179,8 +188,11 @@ def main() -> None:
             [meso.subset(meso_split == "train"), ffpp.subset(ffpp_train), reals, sbi]
         )
         meso_val = meso.subset(meso_split == "val")
-    else:
+    elif args.ffpp_fakes:
         pool = training.FaceSet.concat([ffpp.subset(ffpp_train), reals, meso_reals, sbi])
+        meso_val = None
+    else:  # real faces and their self-blends only (the FF++ originals are in `reals`)
+        pool = training.FaceSet.concat([reals, meso_reals, sbi])
         meso_val = None
     # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
     other = np.array([not (args.mesonet_fakes and g.startswith("mesonet/")) for g in pool.groups])
