@@ -330,8 +330,8 @@ def initial_model(config: TrainConfig):
 
     The parent may work at another input size: Xception is convolutional up to a global
     average pool, so every weight keeps its shape whatever the input size ("train small,
-    then fine-tune large"). BatchNorm statistics shift with scale, which is why training
-    re-estimates them on the training faces before it calibrates.
+    then fine-tune large"). BatchNorm statistics shift with scale; training re-estimates
+    them on the training faces before it calibrates, as it does for every run.
     """
     model = build_xception(config.input_size, config.init_weights)
     if config.fine_tune_from:

@@ -122,19 +122,17 @@ def main() -> None:
 
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
     ffpp = ffpp_faces(work, s)
-    ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
     if args.evaluate_only:
         # Only the held-out sets are needed; the bundle's weights are left untouched.
         bundle = ModelBundle.load(args.out)
-        sets = held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
+        sets = held_out_sets(work, s, ffpp, lfw_items)
         if args.against:
             other = ModelBundle.load(args.against)
             # Each bundle scores the same faces, cropped at its own input size.
-            t = other.input_size
-            other_ffpp = ffpp_faces(work, t)
-            other_sets = held_out_sets(
-                work, t, other_ffpp.subset(~np.isin(other_ffpp.groups, list(TRAIN_FFPP))), lfw_items
-            )
+            other_sets = sets
+            if other.input_size != s:
+                t = other.input_size
+                other_sets = held_out_sets(work, t, ffpp_faces(work, t), lfw_items)
             comparison = compare_held_out(bundle, other, sets, other_sets)
             (Path(args.work) / "comparison.json").write_text(json.dumps(comparison, indent=2))
         else:
@@ -145,6 +143,7 @@ def main() -> None:
         print(f"done in {time.time() - t0:.0f}s", flush=True)
         return
 
+    ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
     meso = cached(
         Path("var/training/baseline") / f"faces-{s}.npz",
         lambda: training.extract_faces(
@@ -234,9 +233,7 @@ def main() -> None:
     bundle.meta.parent = parent.meta.version
     bundle.save(args.out)
     bundle = ModelBundle.load(args.out)  # measure what ships
-    everything, all_scores = evaluate_held_out(
-        bundle, held_out_sets(work, s, ffpp.subset(~ffpp_train), lfw_items)
-    )
+    everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
     bundle.save(args.out)
     training.save_curves(history, (everything.y, all_scores), work / "curves")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
@@ -253,9 +250,11 @@ def ffpp_faces(work: Path, s: int) -> training.FaceSet:
 
 
 def held_out_sets(
-    work: Path, s: int, ffpp_test: training.FaceSet, lfw_items
+    work: Path, s: int, ffpp: training.FaceSet, lfw_items
 ) -> dict[str, training.FaceSet]:
-    """The sources no model here trains on, each as one face set."""
+    """The sources no model here trains on, each as one face set. `ffpp` is the whole
+    FaceForensics++ sample at size s; its identities outside TRAIN_FFPP are held out."""
+    ffpp_test = ffpp.subset(~np.isin(ffpp.groups, list(TRAIN_FFPP)))
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
@@ -359,7 +358,7 @@ def compare_held_out(
     for key, data in sets.items():
         theirs_data = other_sets[key]
         if not (
-            np.array_equal(data.groups, theirs_data.groups)
+            np.array_equal(data.video_ids, theirs_data.video_ids)
             and np.array_equal(data.y, theirs_data.y)
         ):
             raise ValueError(f"{key}: the two sizes found different faces; no paired comparison")
