@@ -188,6 +188,7 @@ def _train(args: argparse.Namespace) -> int:
         init_weights=args.init_weights,
         fine_tune_from=args.fine_tune_from,
         augment=not args.no_augment,
+        average_every=args.average_every,
         extra={"sbi": True} if args.sbi else {},
     )
     bar = _Bar("train", args.epochs)
@@ -477,6 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-augment", action="store_true", help="disable augmentation")
     t.add_argument(
+        "--average-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="ship the average of the weights after every N-th training step of the run "
+        "(stochastic weight averaging) instead of the best checkpoint; BatchNorm statistics "
+        "are re-estimated on the average (default: off)",
+    )
+    t.add_argument(
         "--sbi",
         action="store_true",
         help="add self-blended fakes (Shiohara & Yamasaki 2022) made from the training real "
@@ -514,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     runtime(ev)
     ev.set_defaults(func=_evaluate)
     return p
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=1337, help="training seed")
     ap.add_argument(
+        "--average-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ship the average of the weights after every N-th step (weight averaging)",
+    )
+    ap.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-score the bundle in --out on the held-out sources and rewrite only its "
@@ -215,6 +222,7 @@ def main() -> None:
         fine_tune_from=args.parent,
         patience=2,
         seed=args.seed,
+        average_every=args.average_every,
         extra={
             "stage": 2,
             "parent_version": parent.meta.version,

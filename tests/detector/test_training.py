@@ -462,6 +462,72 @@ def test_early_stopping_counts_epochs_since_the_best_over_a_resumed_history(tmp_
     assert seen == [] and not (tmp_path / "state.json").exists()
 
 
+def test_weight_average_is_the_mean_of_its_snapshots_and_survives_a_restart(tmp_path):
+    from detector.training import WeightAverage
+
+    avg = WeightAverage()
+    for w in ([1.0, 2.0], [3.0, 4.0], [5.0, 9.0]):
+        avg.add([np.array(w[:1]), np.array(w[1:])])
+    # Means by hand: (1 + 3 + 5) / 3 = 3 and (2 + 4 + 9) / 3 = 5.
+    assert avg.count == 3
+    assert [w.tolist() for w in avg.weights()] == [[3.0], [5.0]]
+
+    # Saved at an epoch's end and loaded by the resumed run: the same average goes on.
+    avg.save(tmp_path / "average.npz")
+    resumed = WeightAverage.load(tmp_path / "average.npz")
+    resumed.add([np.array([7.0]), np.array([1.0])])
+    assert resumed.count == 4
+    assert [w.tolist() for w in resumed.weights()] == [[4.0], [4.0]]  # 16/4, 16/4
+    assert WeightAverage.load(tmp_path / "missing.npz").count == 0
+    with pytest.raises(ValueError, match="no weights"):
+        WeightAverage().weights()
+    with pytest.raises(ValueError, match="average_every must be 1 or more"):
+        TrainConfig(average_every=0)
+
+
+def test_a_run_with_weight_averaging_ships_the_mean_of_its_steps_across_a_resume(tmp_path):
+    import keras
+
+    train_set = faces_with_blends(8, seed=1, prefix="tr")
+    val_set = faces_with_blends(4, seed=2, prefix="va")
+    # One step an epoch, averaged after every step, at a learning rate large enough that
+    # two steps move every weight far beyond float16 rounding.
+    config = TrainConfig(
+        input_size=SIZE,
+        epochs=1,
+        batch_size=8,
+        steps_per_epoch=1,
+        learning_rate=0.02,
+        patience=5,
+        seed=3,
+        average_every=1,
+    )
+    work = tmp_path / "work"
+
+    def trainable(model) -> list[np.ndarray]:
+        return [np.asarray(v) for v in model.trainable_weights]
+
+    with fast_batchnorm_recalibration():
+        train(train_set, val_set, config, work, name="avg")
+        w1 = trainable(keras.models.load_model(work / "last.keras"))
+        # Interrupted after epoch 1 and resumed for a second: step 2 joins the same average.
+        bundle, _ = train(train_set, val_set, replace(config, epochs=2), work, name="avg")
+    w2 = trainable(keras.models.load_model(work / "last.keras"))
+    shipped = trainable(bundle.model)
+
+    assert bundle.meta.training["average_every"] == 1
+    assert bundle.meta.training["averaged_snapshots"] == 2
+    # The shipped weights are (w1 + w2) / 2, up to the bundle's float16 storage ...
+    for got, a, b in zip(shipped, w1, w2, strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, atol=1e-3)
+    # ... and not the last step's weights, which is what a run without averaging keeps.
+    gap = np.mean(np.concatenate([np.abs(g - b).ravel() for g, b in zip(shipped, w2, strict=True)]))
+    assert gap > 3e-3
+    # Precise BN ran on the average, and the bundle still scores faces.
+    assert 0 < bundle.meta.threshold < 1
+    assert bundle.predict(val_set.x).shape == (len(val_set),)
+
+
 # ---- bundles ---------------------------------------------------------------------------
 
 
@@ -599,6 +665,7 @@ OPTIONS = {
         "--init-weights",
         "--fine-tune-from",
         "--no-augment",
+        "--average-every",
         "--sbi",
         "--name",
         "--version",
@@ -681,3 +748,14 @@ def test_it_calibrates_scores_without_blowing_up_on_separable_data():
     z = np.log(p / (1 - p))
     q = 1 / (1 + np.exp(-(a * z + b)))
     assert np.all(np.diff(q) > 0) and q[0] < 0.5 < q[-1]
+
+
+def test_train_refuses_an_averaging_interval_below_one(capsys):
+    from detector.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(
+            ["train", "--data", "x.npz", "--out", "o", "--average-every", "0"]
+        )
+    assert exit_.value.code == 2
+    assert "--average-every: must be 1 or more, not 0" in capsys.readouterr().err
