@@ -80,6 +80,13 @@ def main() -> None:
     ap.add_argument("--out", default="var/models/default-v2")
     ap.add_argument("--version", default="2.0")
     ap.add_argument(
+        "--mesonet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train on MesoNet at all (v2.0 did); --no-mesonet leaves out its real and its "
+        "fake crops, as the first candidate did",
+    )
+    ap.add_argument(
         "--mesonet-fakes",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -120,6 +127,8 @@ def main() -> None:
         "bundle on each held-out set (written to <work>/comparison.json; meta.json untouched)",
     )
     args = ap.parse_args()
+    if not args.mesonet:
+        args.mesonet_fakes = False
     if args.mesonet_fakes and not args.ffpp_fakes:
         ap.error("--no-ffpp-fakes needs --no-mesonet-fakes (a recipe with MesoNet's fakes only)")
     s = args.size
@@ -173,8 +182,10 @@ def main() -> None:
     rng = random.Random(7)
     if args.mesonet_fakes:  # v2.0's recipe: MesoNet's train split as it is
         meso_reals = meso.subset((meso_split == "train") & (meso.y == 0))
-    else:  # MesoNet's real crops only, split by group with everything else
+    elif args.mesonet:  # MesoNet's real crops only, split by group with everything else
         meso_reals = meso.subset(meso.y == 0)
+    else:  # no MesoNet crop at all
+        meso_reals = meso.subset(np.zeros(len(meso), dtype=bool))
     n_meso = args.sbi_mesonet_reals
     if 0 < n_meso < len(meso_reals):
         meso_reals_sbi = meso_reals.subset(
