@@ -5,6 +5,7 @@ promoted and rolled back, user labels, and a real training run through the Celer
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -345,6 +346,7 @@ def test_it_queues_a_run_from_the_form_and_the_api(
         "labelled": False,
     }
     assert run.params["epochs"] == 2 and run.params["fine_tune_from"] == "tiny-1"
+    assert run.params["average_every"] is None  # off unless asked for
     page = staff_client.get(resp["Location"])
     assert page.status_code == 200 and b'id="chart-loss"' in page.content
 
@@ -355,6 +357,7 @@ def test_it_queues_a_run_from_the_form_and_the_api(
         ({"dataset": str(tmp_path / "nope")}, b"is not a folder on the server"),
         ({"dataset": "relative/path"}, b"absolute path"),
         ({"labelled": "on"}, b"No clip has been labelled"),
+        ({"average_every": 0}, b"greater than or equal to 1"),
     ]
     for change, reason in cases:
         resp = staff_client.post("/staff/models/retrain/", {**form, **change})
@@ -363,10 +366,15 @@ def test_it_queues_a_run_from_the_form_and_the_api(
 
     # A fine-tune may change its parent's input size ("train small, fine-tune large").
     with django_capture_on_commit_callbacks():
-        resp = staff_client.post("/staff/models/retrain/", {**form, "input_size": 96})
+        resp = staff_client.post(
+            "/staff/models/retrain/", {**form, "input_size": 96, "average_every": 20}
+        )
     larger = TrainingRun.objects.latest("id")
     assert resp.status_code == 302 and larger != run
     assert larger.params["input_size"] == 96 and larger.parent == shipped
+    assert larger.params["average_every"] == 20
+    page = staff_client.get(f"/staff/models/runs/{larger.id}/")
+    assert b"weights averaged every 20 steps" in page.content
     larger.delete()
 
     # The REST API: the form's defaults fill what is not sent; errors are a 400.
@@ -482,6 +490,7 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
         "batch_size": 8,
         "frames_per_video": 4,
         "steps_per_epoch": 2,
+        "average_every": 1,
     }
     # The row start_run makes, sent the way delay_on_commit sends it, but to this
     # module's broker (start_run itself is covered above).
@@ -516,6 +525,10 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
     assert (Path(version.bundle_path) / "weights.npz").exists()
     assert version.metrics["test"]["frame"]["n"] > 0 and "validation" in version.metrics
     assert version.meta["input_size"] == 71 and 0 < version.meta["threshold"] < 1
+    # It ships the mean of the weights after each of its steps, as the run asked.
+    trained = version.meta["training"]
+    steps = min(math.ceil(trained["train_faces"] / 8), 2)
+    assert trained["average_every"] == 1 and trained["averaged_snapshots"] == steps
     # The training worker exported and verified it for ONNX Runtime, so that inference
     # workers load it from the shared cache instead of converting it themselves.
     from detector import runtime

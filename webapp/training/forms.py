@@ -63,6 +63,13 @@ class RetrainForm(forms.Form):
         min_value=1, required=False, label="Steps per epoch (empty: all batches)"
     )
     sbi = forms.BooleanField(required=False, label="Add self-blended fakes of the real faces")
+    average_every = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Average the weights every N steps",
+        help_text="Ships the mean of the run's weights (stochastic weight averaging) instead "
+        "of its best checkpoint. Empty: off.",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -121,4 +128,5 @@ class RetrainForm(forms.Form):
             "frames_per_video": d["frames_per_video"],
             "steps_per_epoch": d.get("steps_per_epoch"),
             "sbi": bool(d.get("sbi")),
+            "average_every": d.get("average_every"),
         }

@@ -398,6 +398,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
         batch_size=int(p.get("batch_size", 16)),
         steps_per_epoch=p.get("steps_per_epoch") or None,
         patience=int(p.get("patience", 3)),
+        average_every=p.get("average_every") or None,
         seed=SEED,
         fine_tune_from=run.parent.bundle_path if run.parent else None,
         extra={"run": run.id, "sources": run.sources},
