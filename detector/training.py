@@ -437,10 +437,12 @@ def _fit(
 
     Writes `last.keras` and `state.json` (epoch and history) after every epoch, so that
     a rerun resumes; `best.keras` whenever the validation loss improves; TensorBoard
-    scalars under `tensorboard/`. With `config.average_every` = N, the weights after
-    every N-th step of the whole run are averaged into `average.npz` (saved with the
-    epoch, so a resumed run continues the same average). Stops once the validation loss has not improved for
+    scalars under `tensorboard/`. Stops once the validation loss has not improved for
     `config.patience` epochs, counted over the whole history, resumed epochs included.
+
+    With `config.average_every` = N, the weights after every N-th step of the whole run
+    are averaged into `average.npz`, saved with each epoch so that a resumed run continues
+    the same average.
     """
     import tensorflow as tf
 
