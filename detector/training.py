@@ -427,7 +427,7 @@ def _fit(
     history: dict[str, list[float]],
     class_weight: dict[int, float],
     on_epoch: Callable[[int, dict[str, float]], None] | None,
-) -> None:
+) -> WeightAverage | None:
     """The epochs from `initial_epoch` on: train, validate, checkpoint, stop early.
 
     A plain loop over train_on_batch, not model.fit: fed by a PyDataset (or any Python
@@ -442,7 +442,7 @@ def _fit(
 
     With `config.average_every` = N, the weights after every N-th step of the whole run
     are averaged into `average.npz`, saved with each epoch so that a resumed run continues
-    the same average.
+    the same average; the average is returned (None without averaging).
     """
     import tensorflow as tf
 
@@ -499,6 +499,7 @@ def _fit(
             on_epoch(epoch + 1, logs)
     for w in writers.values():
         w.close()
+    return average
 
 
 def _validate(model: Any, data: FaceSet, batch_size: int) -> dict[str, float]:
@@ -570,8 +571,9 @@ def train(
     history: dict[str, list[float]] = {}
     if state_file.exists():
         history = json.loads(state_file.read_text()).get("history", {})
-    _fit(model, train_set, val_set, config, work, initial_epoch, history, class_weight, on_epoch)
-    average = WeightAverage.load(work / "average.npz") if config.average_every else None
+    average = _fit(
+        model, train_set, val_set, config, work, initial_epoch, history, class_weight, on_epoch
+    )
     if average is not None and average.count:
         # The run's averaged weights ship, not its best checkpoint.
         model.set_weights(average.weights())
