@@ -70,7 +70,18 @@ def _batched(run_batch: Callable[[np.ndarray], np.ndarray], batch_size: int, pad
 
 
 def keras_runner(model: Any, input_size: int, batch_size: int) -> Runner:
-    """The model behind one fixed-shape tf.function: Keras retraces for every new shape."""
+    """The model behind one fixed-shape tf.function: Keras retraces for every new shape.
+
+    On another Keras backend (JAX or PyTorch, for training on a GPU machine), Keras's
+    own predict_on_batch, on batches padded to the same fixed shape.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _batched(
+            lambda chunk: np.asarray(model.predict_on_batch(chunk)), batch_size, pad=True
+        )
+
     import tensorflow as tf
 
     spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.float32)

@@ -9,6 +9,7 @@ import csv
 import hashlib
 import json
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,6 @@ import numpy as np
 from detector.faces import FaceDetector, square_crop
 from detector.metrics import auc_difference, binary_metrics, choose_threshold
 from detector.model import BundleMeta, ModelBundle, build_xception
-from detector.video import probe, sample_frames
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -231,6 +231,9 @@ def extract_faces(
 
     `detect_images=False` treats images as face crops already (aligned face datasets).
     """
+    # Imported here: training on face arrays alone (e.g. on a GPU machine) needs no PyAV.
+    from detector.video import probe, sample_frames
+
     items = list(items)
     detector = detector or FaceDetector("hog", max_side=640)
     xs, ys, srcs, groups, videos = [], [], [], [], []
@@ -387,6 +390,27 @@ class WeightAverage:
             return cls([z[f"arr_{i}"] for i in range(n)], int(z["count"]))
 
 
+class ScalarLog:
+    """TensorBoard scalars through TensorBoard's own event writer, not tf.summary: training
+    then runs on any Keras backend (TensorFlow here; JAX or PyTorch on a GPU machine)."""
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]
+        )
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class BatchPlan:
     """Which faces make batch i of an epoch, and the random draws that augment them.
 
@@ -444,17 +468,12 @@ def _fit(
     are averaged into `average.npz`, saved with each epoch so that a resumed run continues
     the same average; the average is returned (None without averaging).
     """
-    import tensorflow as tf
-
     from detector.model import preprocess
 
     bs = config.batch_size
     plan = BatchPlan(len(train_set), bs, config.seed, shuffle=True, epoch=initial_epoch)
     steps = min(plan.batches, config.steps_per_epoch or plan.batches)
-    writers = {
-        split: tf.summary.create_file_writer(str(work / "tensorboard" / split))
-        for split in ("train", "validation")
-    }
+    writers = {split: ScalarLog(work / "tensorboard" / split) for split in ("train", "validation")}
     state_file = work / "state.json"
     every = config.average_every or 0
     average = None
@@ -486,9 +505,8 @@ def _fit(
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
         for split, prefix in (("train", ""), ("validation", "val_")):
-            with writers[split].as_default():
-                for name in ("loss", "accuracy"):
-                    tf.summary.scalar(f"epoch_{name}", logs[prefix + name], step=epoch)
+            for name in ("loss", "accuracy"):
+                writers[split].scalar(f"epoch_{name}", logs[prefix + name], step=epoch)
         if logs["val_loss"] <= min(history["val_loss"]):
             model.save(work / "best.keras")
         model.save(work / "last.keras")
@@ -595,6 +613,7 @@ def train(
             "seed": config.seed,
             "steps_per_epoch": config.steps_per_epoch,
             "augment": config.augment,
+            "keras_backend": keras.backend.backend(),
             **(
                 {"average_every": config.average_every, "averaged_snapshots": average.count}
                 if average is not None

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from detector import training
@@ -115,6 +116,19 @@ def main() -> None:
         help="ship the average of the weights after every N-th step (weight averaging)",
     )
     ap.add_argument(
+        "--export-pool",
+        metavar="FILE",
+        help="build the recipe's training and validation faces at --size, write them to FILE "
+        "(.npz, each face JPEG-encoded at quality 95, 4:4:4) and stop: to train on a machine "
+        "that lacks ../shared/data, such as a rented GPU",
+    )
+    ap.add_argument(
+        "--pool",
+        metavar="FILE",
+        help="train on the faces in FILE (from --export-pool) instead of building them; "
+        "no held-out evaluation (run --evaluate-only where the data is)",
+    )
+    ap.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-score the bundle in --out on the held-out sources and rewrite only its "
@@ -136,6 +150,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
+    if args.pool:  # a machine without ../shared/data (a GPU machine): train only
+        train_set, val_set = load_pool(Path(args.pool), s)
+        train_and_save(args, work, train_set, val_set, t0)
+        return
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
     ffpp = ffpp_faces(work, s)
     if args.evaluate_only:
@@ -159,6 +177,73 @@ def main() -> None:
         print(f"done in {time.time() - t0:.0f}s", flush=True)
         return
 
+    train_set, val_set = training_pool(args, work, s, ffpp)
+    if args.export_pool:
+        save_pool(Path(args.export_pool), train_set, val_set)
+        print(f"wrote {args.export_pool} in {time.time() - t0:.0f}s", flush=True)
+        return
+    bundle, history = train_and_save(args, work, train_set, val_set, t0)
+    bundle = ModelBundle.load(args.out)  # measure what ships
+    everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
+    bundle.save(args.out)
+    training.save_curves(history, (everything.y, all_scores), work / "curves")
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+def train_and_save(
+    args: argparse.Namespace,
+    work: Path,
+    train_set: training.FaceSet,
+    val_set: training.FaceSet,
+    t0: float,
+) -> tuple[ModelBundle, dict]:
+    """Fine-tune the parent on the pool and save the bundle in args.out. Without
+    ../shared/data (args.pool) the ROC curve drawn is the validation one; held-out
+    evaluation is then a separate --evaluate-only run where the data is."""
+    s = args.size
+    print(
+        f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)",
+        flush=True,
+    )
+    parent = ModelBundle.load(args.parent)
+    cfg = training.TrainConfig(
+        input_size=s,
+        epochs=args.epochs,
+        batch_size=16,
+        learning_rate=args.lr,
+        steps_per_epoch=args.steps,
+        fine_tune_from=args.parent,
+        patience=2,
+        seed=args.seed,
+        average_every=args.average_every,
+        extra={
+            "stage": 2,
+            "parent_version": parent.meta.version,
+            "parent_input_size": parent.input_size,
+            "sources": sorted(set(train_set.sources.tolist())),
+            "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
+        },
+    )
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
+
+    bundle, history = training.train(
+        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
+    )
+    bundle.meta.parent = parent.meta.version
+    bundle.save(args.out)
+    if args.pool:
+        training.save_curves(history, (val_set.y, bundle.predict(val_set.x)), work / "curves")
+        print(f"done in {time.time() - t0:.0f}s (held-out evaluation: --evaluate-only)", flush=True)
+    return bundle, history
+
+
+def training_pool(
+    args: argparse.Namespace, work: Path, s: int, ffpp: training.FaceSet
+) -> tuple[training.FaceSet, training.FaceSet]:
+    """The recipe's training and validation faces at size s, built from ../shared/data."""
+    lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
     ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
     meso = cached(
         Path("var/training/baseline") / f"faces-{s}.npz",
@@ -218,44 +303,62 @@ def main() -> None:
     )
     train_set = pool.subset(~val_mask)
     val_set = training.FaceSet.concat([pool.subset(val_mask)] + ([meso_val] if meso_val else []))
-    print(
-        f"train {len(train_set)} ({int(train_set.y.sum())} fake), val {len(val_set)} ({int(val_set.y.sum())} fake)",
-        flush=True,
-    )
+    return train_set, val_set
 
-    parent = ModelBundle.load(args.parent)
-    cfg = training.TrainConfig(
-        input_size=s,
-        epochs=args.epochs,
-        batch_size=16,
-        learning_rate=args.lr,
-        steps_per_epoch=args.steps,
-        fine_tune_from=args.parent,
-        patience=2,
-        seed=args.seed,
-        average_every=args.average_every,
-        extra={
-            "stage": 2,
-            "parent_version": parent.meta.version,
-            "parent_input_size": parent.input_size,
-            "sources": sorted(set(train_set.sources.tolist())),
-            "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
-        },
-    )
 
-    def on_epoch(epoch: int, logs: dict) -> None:
-        print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
+POOL_JPEG_QUALITY = 95
 
-    bundle, history = training.train(
-        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
-    )
-    bundle.meta.parent = parent.meta.version
-    bundle.save(args.out)
-    bundle = ModelBundle.load(args.out)  # measure what ships
-    everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
-    bundle.save(args.out)
-    training.save_curves(history, (everything.y, all_scores), work / "curves")
-    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+def save_pool(path: Path, train_set: training.FaceSet, val_set: training.FaceSet) -> None:
+    """Both face sets in one .npz, each face a JPEG (quality 95, no chroma subsampling):
+    about a tenth of the raw bytes, so that a 299 px pool fits a transfer limit. Real and
+    fake faces pass through the same encoder, so it carries no label information."""
+    arrays: dict[str, np.ndarray] = {}
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        POOL_JPEG_QUALITY,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
+    for name, fs in (("train", train_set), ("val", val_set)):
+        blobs = []
+        for face in fs.x:
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), params)
+            if not ok:
+                raise ValueError("a face could not be JPEG-encoded")
+            blobs.append(buf.ravel())
+        arrays[f"{name}_jpeg"] = np.concatenate(blobs)
+        arrays[f"{name}_offsets"] = np.cumsum([0] + [len(b) for b in blobs])
+        for field in ("y", "sources", "groups", "video_ids"):
+            arrays[f"{name}_{field}"] = getattr(fs, field)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_pool(path: Path, s: int) -> tuple[training.FaceSet, training.FaceSet]:
+    """The (train, val) face sets that save_pool wrote; refuses a pool of another size."""
+    with np.load(path, allow_pickle=False) as z:
+        sets = []
+        for name in ("train", "val"):
+            data, off = z[f"{name}_jpeg"], z[f"{name}_offsets"]
+            x = np.stack(
+                [
+                    cv2.cvtColor(cv2.imdecode(data[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                    for a, b in zip(off[:-1], off[1:], strict=True)
+                ]
+            )
+            if x.shape[1:] != (s, s, 3):
+                raise ValueError(f"{path} holds {x.shape[1]} px faces, not {s} px (--size)")
+            sets.append(
+                training.FaceSet(
+                    x,
+                    z[f"{name}_y"],
+                    z[f"{name}_sources"],
+                    z[f"{name}_groups"],
+                    z[f"{name}_video_ids"],
+                )
+            )
+    return sets[0], sets[1]
 
 
 def ffpp_faces(work: Path, s: int) -> training.FaceSet:

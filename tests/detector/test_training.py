@@ -375,6 +375,20 @@ def test_it_trains_a_bundle_with_a_threshold_and_metrics(trained):
     assert scores.shape == (8,) and ((scores >= 0) & (scores <= 1)).all()
 
 
+def test_it_logs_every_epoch_as_tensorboard_scalars(trained):
+    # Read back by TensorBoard's own reader: what `tensorboard --logdir` would plot.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = trained["history"]
+    for split, prefix in (("train", ""), ("validation", "val_")):
+        events = EventAccumulator(str(trained["work"] / "tensorboard" / split))
+        events.Reload()
+        for name in ("loss", "accuracy"):
+            scalars = events.Scalars(f"epoch_{name}")
+            assert [s.step for s in scalars] == [0]
+            assert scalars[0].value == pytest.approx(history[prefix + name][0], rel=1e-6)
+
+
 def test_it_resumes_from_the_work_dir(trained):
     train_set, val_set = trained["data"]
     epochs: list[int] = []
