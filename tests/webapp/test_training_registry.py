@@ -86,6 +86,37 @@ def test_it_registers_the_shipped_bundle_on_first_use(staff_client, tiny_model_d
     assert registry.active_bundle_path() == str(tiny_model_dir)
 
 
+def test_an_upgrade_that_replaces_the_shipped_files_gets_a_version_of_its_own(
+    staff_client, tiny_bundle, settings, tmp_path
+):
+    shipped_dir = tmp_path / "default"
+    shutil.copytree(tiny_bundle.path, shipped_dir)
+    settings.VERITY_MODEL_DIR = str(shipped_dir)
+    old = registry.ensure_registered()
+    assert (old.version, old.status) == ("tiny-1", "active")
+
+    # The upgrade: new files under the same path, as when models/default went from 2.0 to 2.1.
+    meta = json.loads((shipped_dir / "meta.json").read_text())
+    meta.update(version="tiny-1.1", parent="tiny-1")
+    (shipped_dir / "meta.json").write_text(json.dumps(meta))
+
+    new = registry.ensure_registered()
+    assert (new.version, new.status, new.bundle_path) == ("tiny-1.1", "active", str(shipped_dir))
+    assert new.parent_id == old.pk and new.activated is not None
+    old.refresh_from_db()
+    # The old version keeps its record but not the path: its files are gone.
+    assert (old.status, old.bundle_path, old.version) == ("retired", "", "tiny-1")
+    assert ModelVersion.objects.filter(status="active").count() == 1
+    assert registry.active_bundle_path() == str(shipped_dir)
+
+    # Later calls change nothing, and the old version cannot come back.
+    assert registry.ensure_registered().pk == new.pk and ModelVersion.objects.count() == 2
+    with pytest.raises(registry.PromotionError, match="replaced by an upgrade"):
+        registry.rollback()
+    html = staff_client.get("/staff/models/").content.decode()
+    assert 'data-version="tiny-1.1"' in html and 'data-version="tiny-1"' in html
+
+
 def test_it_shows_each_versions_auc_with_its_interval(staff_client, tiny_model_dir, tmp_path):
     held_out = {"all_unseen": {"frame": {"n": 40, "roc_auc": 0.7168, "roc_auc_ci": [0.61, 0.80]}}}
     _ready("with-ci", tmp_path, metrics={"held_out": held_out})

@@ -48,11 +48,13 @@ def ensure_registered():
 
     path = str(settings.VERITY_MODEL_DIR)
     shipped = ModelVersion.objects.filter(bundle_path=path).first()
+    meta = read_meta(path)
+    version = str(meta.get("version") or "default")
+    if ModelVersion.objects.filter(version=version).exclude(bundle_path=path).exists():
+        version = f"{version}-shipped"
+    if shipped is not None and meta and shipped.meta.get("version") != meta.get("version"):
+        shipped = _replace_upgraded(shipped, version, meta)
     if shipped is None:
-        meta = read_meta(path)
-        version = str(meta.get("version") or "default")
-        if ModelVersion.objects.filter(version=version).exclude(bundle_path=path).exists():
-            version = f"{version}-shipped"
         try:
             with transaction.atomic():
                 shipped = ModelVersion.objects.create(
@@ -78,6 +80,38 @@ def ensure_registered():
     return shipped
 
 
+def _replace_upgraded(old, version: str, meta: dict):
+    """An upgrade replaced the shipped files under the registered path (say v2.0 by v2.1),
+    and workers already load the new ones. The old row keeps its history and metrics but
+    loses its bundle path (its files are gone, so it can no longer be promoted); a new row
+    describes the files that are there now, active if the old one was."""
+    from webapp.training.models import ModelVersion
+
+    try:
+        with transaction.atomic():
+            old = ModelVersion.objects.select_for_update().get(pk=old.pk)
+            if old.bundle_path != str(settings.VERITY_MODEL_DIR):
+                return ModelVersion.objects.get(bundle_path=str(settings.VERITY_MODEL_DIR))
+            was_active = old.status == ModelVersion.Status.ACTIVE
+            old.bundle_path = ""
+            if was_active:
+                old.status = ModelVersion.Status.RETIRED
+            old.save(update_fields=["bundle_path", "status"])
+            return ModelVersion.objects.create(
+                version=version,
+                name=str(meta.get("name") or old.name),
+                bundle_path=str(settings.VERITY_MODEL_DIR),
+                status=ModelVersion.Status.ACTIVE if was_active else ModelVersion.Status.READY,
+                activated=timezone.now() if was_active else None,
+                metrics=meta.get("metrics") or {},
+                meta={k: v for k, v in meta.items() if k != "metrics"},
+                parent=old if str(meta.get("parent")) == str(old.meta.get("version")) else None,
+            )
+    except (IntegrityError, ModelVersion.DoesNotExist):
+        # Another request did the same at the same time: use the row it made.
+        return ModelVersion.objects.get(bundle_path=str(settings.VERITY_MODEL_DIR))
+
+
 PROMOTABLE = ("ready", "retired", "active")
 
 
@@ -97,6 +131,11 @@ def promote(version_id: int, user=None):
                 )
             if target.status == ModelVersion.Status.ACTIVE:
                 return target
+            if not target.bundle_path:
+                raise PromotionError(
+                    f"Version {target.version}'s files were replaced by an upgrade of the "
+                    "shipped model; it can no longer be served."
+                )
             if not (Path(target.bundle_path) / "meta.json").exists():
                 raise PromotionError(
                     f"Version {target.version} has no bundle at {target.bundle_path}."
