@@ -155,7 +155,11 @@ def self_blend(
     """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"self_blend expects an RGB uint8 image, got {img.dtype} {img.shape}")
-    points = landmarks(img, predictor)
+    return blend_at(img, landmarks(img, predictor), rng)
+
+
+def blend_at(img: np.ndarray, points: np.ndarray | None, rng: random.Random) -> np.ndarray:
+    """self_blend with the face's 68 landmarks already found (None: the ellipse fallback)."""
     mask = face_mask(img.shape[:2], points, rng)[..., None]
     source = _jitter_source(img, rng).astype(np.float32)
     target = img.astype(np.float32)
@@ -181,11 +185,47 @@ def self_blended_set(
         xs.append(self_blend(real.x[i], rng, predictor))
         if progress:
             progress(n + 1, len(idx))
+    return _as_fakes(real.subset(idx), xs)
+
+
+def _as_fakes(real: FaceSet, xs: list[np.ndarray]) -> FaceSet:
+    """The blends `xs` of the real faces `real`, one each, labelled fake in their groups."""
     s = real.x.shape[1:] if real.x.ndim == 4 else (0, 0, 3)
     return FaceSet(
         np.stack(xs) if xs else np.zeros((0, *s), np.uint8),
-        np.ones(len(idx), dtype=real.y.dtype),
-        np.array([f"sbi:{src}" for src in real.sources[idx].tolist()], dtype=str),
-        real.groups[idx].copy(),
-        np.array([f"sbi:{v}" for v in real.video_ids[idx].tolist()], dtype=str),
+        np.ones(len(real), dtype=real.y.dtype),
+        np.array([f"sbi:{src}" for src in real.sources.tolist()], dtype=str),
+        real.groups.copy(),
+        np.array([f"sbi:{v}" for v in real.video_ids.tolist()], dtype=str),
     )
+
+
+class FreshBlends:
+    """Self-blends made anew for every epoch, as SBI itself trains: the classifier never
+    sees the same pseudo-fake twice, so it cannot memorise a fixed set of blends.
+
+    Landmarks are found once (or given: `points[i]` for real face i, None where no face
+    was found); each epoch's blends depend on (seed, epoch) alone, so a resumed run makes
+    the blends the uninterrupted run would have. `fresh(epoch)` is a FaceSet of one blend
+    per real face.
+    """
+
+    def __init__(
+        self, real: FaceSet, seed: int, points: list[np.ndarray | None] | None = None
+    ) -> None:
+        self.real = real.subset(real.y == 0)
+        if points is None:
+            predictor = default_predictor()
+            points = [landmarks(x, predictor) for x in self.real.x]
+        if len(points) != len(self.real):
+            raise ValueError(f"{len(points)} landmark sets for {len(self.real)} real faces")
+        self.points, self.seed = points, seed
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __call__(self, epoch: int) -> FaceSet:
+        rng = random.Random(f"sbi:{self.seed}:{epoch}")
+        return _as_fakes(
+            self.real, [blend_at(x, p, rng) for x, p in zip(self.real.x, self.points, strict=True)]
+        )

@@ -451,6 +451,7 @@ def _fit(
     history: dict[str, list[float]],
     class_weight: dict[int, float],
     on_epoch: Callable[[int, dict[str, float]], None] | None,
+    fresh: Callable[[int], FaceSet] | None = None,
 ) -> WeightAverage | None:
     """The epochs from `initial_epoch` on: train, validate, checkpoint, stop early.
 
@@ -471,8 +472,6 @@ def _fit(
     from detector.model import preprocess
 
     bs = config.batch_size
-    plan = BatchPlan(len(train_set), bs, config.seed, shuffle=True, epoch=initial_epoch)
-    steps = min(plan.batches, config.steps_per_epoch or plan.batches)
     writers = {split: ScalarLog(work / "tensorboard" / split) for split in ("train", "validation")}
     state_file = work / "state.json"
     every = config.average_every or 0
@@ -483,17 +482,18 @@ def _fit(
         losses = history.get("val_loss", [])
         if losses and len(losses) - 1 - int(np.argmin(losses)) >= config.patience:
             break
-        plan.start(epoch)
+        # With `fresh`, each epoch adds its own newly made faces (as many every epoch).
+        data = train_set if fresh is None else FaceSet.concat([train_set, fresh(epoch)])
+        plan = BatchPlan(len(data), bs, config.seed, shuffle=True, epoch=epoch)
+        steps = min(plan.batches, config.steps_per_epoch or plan.batches)
         sums = {"loss": 0.0, "accuracy": 0.0}
         for i in range(steps):
             idx = plan.indices(i)
             rng = plan.rng(i)
-            x = np.stack(
-                [augment(train_set.x[j], rng) if config.augment else train_set.x[j] for j in idx]
-            )
+            x = np.stack([augment(data.x[j], rng) if config.augment else data.x[j] for j in idx])
             # train_on_batch reports this batch alone (its metrics are reset per call).
             batch = model.train_on_batch(
-                preprocess(x), train_set.y[idx], class_weight=class_weight, return_dict=True
+                preprocess(x), data.y[idx], class_weight=class_weight, return_dict=True
             )
             for k in sums:
                 sums[k] += float(batch[k])
@@ -555,11 +555,14 @@ def train(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     name: str = "verity-xception",
     version: str | None = None,
+    fresh: Callable[[int], FaceSet] | None = None,
 ) -> tuple[ModelBundle, dict[str, Any]]:
     """Train, checkpoint on validation loss, stop early, choose the threshold on
     validation data; returns the bundle and the training history.
 
     Resumable: if `work_dir/last.keras` exists, training continues from its epoch.
+    `fresh`, if given, adds faces made anew for each epoch (`fresh(epoch)`, the same
+    number every epoch: e.g. sbi.FreshBlends) to `train_set`.
     """
     import keras
 
@@ -583,14 +586,26 @@ def train(
             metrics=["accuracy"],
         )
 
-    counts = np.bincount(train_set.y, minlength=2).astype(float)
+    first = fresh(0) if fresh is not None else None
+    counts = np.bincount(
+        train_set.y if first is None else np.concatenate([train_set.y, first.y]), minlength=2
+    ).astype(float)
     class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
 
     history: dict[str, list[float]] = {}
     if state_file.exists():
         history = json.loads(state_file.read_text()).get("history", {})
     average = _fit(
-        model, train_set, val_set, config, work, initial_epoch, history, class_weight, on_epoch
+        model,
+        train_set,
+        val_set,
+        config,
+        work,
+        initial_epoch,
+        history,
+        class_weight,
+        on_epoch,
+        fresh,
     )
     if average is not None and average.count:
         # The run's averaged weights ship, not its best checkpoint.
@@ -620,12 +635,18 @@ def train(
                 else {}
             ),
             "train_faces": int(len(train_set)),
+            **({"fresh_faces_per_epoch": len(first)} if first is not None else {}),
             "val_faces": int(len(val_set)),
             **config.extra,
         },
     )
     bundle = ModelBundle(meta, model)
-    finalize(bundle, train_set, val_set, seed=config.seed)
+    finalize(
+        bundle,
+        train_set if first is None else FaceSet.concat([train_set, first]),
+        val_set,
+        seed=config.seed,
+    )
     return bundle, history
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from detector import training
 from detector.model import ModelBundle
-from detector.sbi import self_blended_set
+from detector.sbi import FreshBlends, self_blended_set
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_FFPP = {"ffpp/183"}  # the union-find group of 183 and 253
@@ -109,6 +109,12 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=1337, help="training seed")
     ap.add_argument(
+        "--fresh-sbi",
+        action="store_true",
+        help="make the training split's self-blends anew every epoch (SBI's own scheme) "
+        "instead of one fixed blend per real face; validation keeps the fixed ones",
+    )
+    ap.add_argument(
         "--average-every",
         type=int,
         default=None,
@@ -151,8 +157,10 @@ def main() -> None:
     t0 = time.time()
 
     if args.pool:  # a machine without ../shared/data (a GPU machine): train only
-        train_set, val_set = load_pool(Path(args.pool), s)
-        train_and_save(args, work, train_set, val_set, t0)
+        train_set, val_set, fresh = load_pool(Path(args.pool), s)
+        if args.fresh_sbi and fresh is None:
+            ap.error(f"{args.pool} has no real faces for --fresh-sbi (export it with --fresh-sbi)")
+        train_and_save(args, work, train_set, val_set, t0, fresh if args.fresh_sbi else None)
         return
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
     ffpp = ffpp_faces(work, s)
@@ -177,12 +185,12 @@ def main() -> None:
         print(f"done in {time.time() - t0:.0f}s", flush=True)
         return
 
-    train_set, val_set = training_pool(args, work, s, ffpp)
+    train_set, val_set, fresh = training_pool(args, work, s, ffpp)
     if args.export_pool:
-        save_pool(Path(args.export_pool), train_set, val_set)
+        save_pool(Path(args.export_pool), train_set, val_set, fresh)
         print(f"wrote {args.export_pool} in {time.time() - t0:.0f}s", flush=True)
         return
-    bundle, history = train_and_save(args, work, train_set, val_set, t0)
+    bundle, history = train_and_save(args, work, train_set, val_set, t0, fresh)
     bundle = ModelBundle.load(args.out)  # measure what ships
     everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
     bundle.save(args.out)
@@ -196,6 +204,7 @@ def train_and_save(
     train_set: training.FaceSet,
     val_set: training.FaceSet,
     t0: float,
+    fresh: FreshBlends | None = None,
 ) -> tuple[ModelBundle, dict]:
     """Fine-tune the parent on the pool and save the bundle in args.out. Without
     ../shared/data (args.pool) the ROC curve drawn is the validation one; held-out
@@ -222,6 +231,7 @@ def train_and_save(
             "parent_input_size": parent.input_size,
             "sources": sorted(set(train_set.sources.tolist())),
             "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
+            **({"fresh_sbi_seed": fresh.seed} if fresh is not None else {}),
         },
     )
 
@@ -229,7 +239,7 @@ def train_and_save(
         print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
 
     bundle, history = training.train(
-        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version
+        train_set, val_set, cfg, work / "run", on_epoch=on_epoch, version=args.version, fresh=fresh
     )
     bundle.meta.parent = parent.meta.version
     bundle.save(args.out)
@@ -241,8 +251,10 @@ def train_and_save(
 
 def training_pool(
     args: argparse.Namespace, work: Path, s: int, ffpp: training.FaceSet
-) -> tuple[training.FaceSet, training.FaceSet]:
-    """The recipe's training and validation faces at size s, built from ../shared/data."""
+) -> tuple[training.FaceSet, training.FaceSet, FreshBlends | None]:
+    """The recipe's training and validation faces at size s, built from ../shared/data.
+    With --fresh-sbi, the training split's self-blends are left out and made anew each
+    epoch from its real faces (the third item); validation keeps the fixed ones."""
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
     ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
     meso = cached(
@@ -296,23 +308,42 @@ def training_pool(
     else:  # real faces and their self-blends only (the FF++ originals are in `reals`)
         pool = training.FaceSet.concat([reals, meso_reals, sbi])
         meso_val = None
+
     # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
-    other = np.array([not (args.mesonet_fakes and g.startswith("mesonet/")) for g in pool.groups])
-    val_mask = other & np.array(
-        [training.split_of(g, seed=3, val=0.15, test=0.0) == "val" for g in pool.groups]
-    )
+    def in_val(groups: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                not (args.mesonet_fakes and g.startswith("mesonet/"))
+                and training.split_of(g, seed=3, val=0.15, test=0.0) == "val"
+                for g in groups
+            ],
+            dtype=bool,
+        )
+
+    val_mask = in_val(pool.groups)
     train_set = pool.subset(~val_mask)
     val_set = training.FaceSet.concat([pool.subset(val_mask)] + ([meso_val] if meso_val else []))
-    return train_set, val_set
+    fresh = None
+    if args.fresh_sbi:
+        is_sbi = np.char.startswith(train_set.sources.astype(str), "sbi:")
+        train_set = train_set.subset(~is_sbi)
+        fresh = FreshBlends(sbi_sources.subset(~in_val(sbi_sources.groups)), seed=args.seed)
+    return train_set, val_set, fresh
 
 
 POOL_JPEG_QUALITY = 95
 
 
-def save_pool(path: Path, train_set: training.FaceSet, val_set: training.FaceSet) -> None:
-    """Both face sets in one .npz, each face a JPEG (quality 95, no chroma subsampling):
+def save_pool(
+    path: Path,
+    train_set: training.FaceSet,
+    val_set: training.FaceSet,
+    fresh: FreshBlends | None = None,
+) -> None:
+    """The face sets in one .npz, each face a JPEG (quality 95, no chroma subsampling):
     about a tenth of the raw bytes, so that a 299 px pool fits a transfer limit. Real and
-    fake faces pass through the same encoder, so it carries no label information."""
+    fake faces pass through the same encoder, so it carries no label information. With
+    `fresh`, its real faces and their landmarks too (blending needs no dlib there)."""
     arrays: dict[str, np.ndarray] = {}
     params = [
         cv2.IMWRITE_JPEG_QUALITY,
@@ -320,7 +351,15 @@ def save_pool(path: Path, train_set: training.FaceSet, val_set: training.FaceSet
         cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
         cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
     ]
-    for name, fs in (("train", train_set), ("val", val_set)):
+    sets = [("train", train_set), ("val", val_set)]
+    if fresh is not None:
+        sets.append(("fresh", fresh.real))
+        arrays["fresh_found"] = np.array([p is not None for p in fresh.points])
+        arrays["fresh_points"] = np.stack(
+            [np.zeros((68, 2), np.int32) if p is None else p for p in fresh.points]
+        ).astype(np.int32)
+        arrays["fresh_seed"] = np.array(fresh.seed)
+    for name, fs in sets:
         blobs = []
         for face in fs.x:
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), params)
@@ -335,11 +374,13 @@ def save_pool(path: Path, train_set: training.FaceSet, val_set: training.FaceSet
     np.savez(path, **arrays)
 
 
-def load_pool(path: Path, s: int) -> tuple[training.FaceSet, training.FaceSet]:
-    """The (train, val) face sets that save_pool wrote; refuses a pool of another size."""
+def load_pool(path: Path, s: int) -> tuple[training.FaceSet, training.FaceSet, FreshBlends | None]:
+    """The (train, val, fresh) that save_pool wrote (fresh None if it had none); refuses a
+    pool of another size."""
     with np.load(path, allow_pickle=False) as z:
         sets = []
-        for name in ("train", "val"):
+        names = ("train", "val", "fresh") if "fresh_found" in z.files else ("train", "val")
+        for name in names:
             data, off = z[f"{name}_jpeg"], z[f"{name}_offsets"]
             x = np.stack(
                 [
@@ -358,7 +399,13 @@ def load_pool(path: Path, s: int) -> tuple[training.FaceSet, training.FaceSet]:
                     z[f"{name}_video_ids"],
                 )
             )
-    return sets[0], sets[1]
+        fresh = None
+        if len(sets) == 3:
+            points = [
+                p if ok else None for p, ok in zip(z["fresh_points"], z["fresh_found"], strict=True)
+            ]
+            fresh = FreshBlends(sets[2], seed=int(z["fresh_seed"]), points=points)
+    return sets[0], sets[1], fresh
 
 
 def ffpp_faces(work: Path, s: int) -> training.FaceSet:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detector import sbi
 from detector.training import FaceSet
 from tests.detector.test_training import faces_with_blends
 
@@ -31,7 +32,8 @@ def test_a_pool_round_trips_labels_and_groups_exactly_and_faces_nearly(train_def
     )
     path = tmp_path / "pool.npz"
     train_default.save_pool(path, train_set, val_set)
-    got_train, got_val = train_default.load_pool(path, train_set.x.shape[1])
+    got_train, got_val, fresh = train_default.load_pool(path, train_set.x.shape[1])
+    assert fresh is None
 
     for want, got in ((train_set, got_train), (val_set, got_val)):
         assert got.x.shape == want.x.shape and got.x.dtype == np.uint8
@@ -52,3 +54,20 @@ def test_a_pool_of_another_input_size_is_refused(train_default, tmp_path):
     train_default.save_pool(path, faces, faces)
     with pytest.raises(ValueError, match="71 px faces, not 128 px"):
         train_default.load_pool(path, 128)
+
+
+def test_a_pool_carries_the_real_faces_and_landmarks_for_fresh_blends(train_default, tmp_path):
+    faces = faces_with_blends(3, seed=1, prefix="tr")
+    reals = faces.subset(faces.y == 0)
+    points = [None, np.full((68, 2), 30, np.int32), None]
+    fresh = sbi.FreshBlends(reals, seed=9, points=points)
+    path = tmp_path / "pool.npz"
+    train_default.save_pool(path, reals, faces, fresh)
+    _, _, got = train_default.load_pool(path, reals.x.shape[1])
+
+    assert got.seed == 9 and len(got) == 3
+    assert got.real.groups.tolist() == reals.groups.tolist()
+    assert got.points[0] is None and got.points[2] is None
+    assert np.array_equal(got.points[1], points[1])
+    # On the far side it blends without searching for landmarks again.
+    assert got(0).y.tolist() == [1, 1, 1]

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detector import training
+from detector import sbi, training
 from detector.errors import BundleMismatch
 from detector.metrics import binary_metrics, choose_threshold, confusion, roc_auc
 from detector.model import ModelBundle
@@ -298,6 +298,38 @@ def test_it_makes_one_fake_per_real_face_in_the_same_group(tmp_path):
     assert len(both) == 7 and both.sources.tolist()[-1] == "sbi:clips:b"
 
 
+def test_fresh_blends_are_new_every_epoch_and_the_same_for_the_same_epoch(monkeypatch):
+    real = np.stack(astronaut_crops(3, SIZE, seed=0))
+    data = FaceSet(
+        np.concatenate([real, real[:1]]),
+        np.array([0, 0, 0, 1]),
+        np.array(["faces:a", "faces:a", "clips:b", "faces:a"]),
+        np.array(["a/0", "a/1", "b/0", "a/9"]),
+    )
+    fresh = sbi.FreshBlends(data, seed=5)
+    assert len(fresh) == 3  # the real faces only
+
+    # Landmarks were found once, up front: making an epoch's blends never detects again.
+    def no_detection(*args, **kwargs):
+        raise AssertionError("landmarks searched again")
+
+    monkeypatch.setattr(sbi, "landmarks", no_detection)
+    e0, e1 = fresh(0), fresh(1)
+    assert e0.y.tolist() == [1, 1, 1] and e0.groups.tolist() == ["a/0", "a/1", "b/0"]
+    assert e0.sources.tolist() == ["sbi:faces:a", "sbi:faces:a", "sbi:clips:b"]
+    assert all(not np.array_equal(b, r) for b, r in zip(e0.x, real, strict=True))
+    # A new blend of every face each epoch; the same ones again for the same epoch
+    # (a resumed run trains on what the uninterrupted run would have).
+    assert all(not np.array_equal(a, b) for a, b in zip(e0.x, e1.x, strict=True))
+    assert np.array_equal(fresh(1).x, e1.x)
+
+    # Given landmarks are used as they are (None: the ellipse fallback).
+    given = sbi.FreshBlends(data, seed=5, points=[None, None, None])
+    assert len(given(0)) == 3
+    with pytest.raises(ValueError, match="2 landmark sets for 3 real faces"):
+        sbi.FreshBlends(data, seed=5, points=[None, None])
+
+
 # ---- a real training run ---------------------------------------------------------------
 
 
@@ -387,6 +419,40 @@ def test_it_logs_every_epoch_as_tensorboard_scalars(trained):
             scalars = events.Scalars(f"epoch_{name}")
             assert [s.step for s in scalars] == [0]
             assert scalars[0].value == pytest.approx(history[prefix + name][0], rel=1e-6)
+
+
+def test_a_run_with_fresh_faces_trains_on_each_epochs_own(tmp_path):
+    train_set = faces_with_blends(4, seed=1, prefix="tr")
+    reals = train_set.subset(train_set.y == 0)
+    val_set = faces_with_blends(2, seed=2, prefix="va")
+    blends = sbi.FreshBlends(reals, seed=4, points=[None] * len(reals))
+    asked: list[int] = []
+
+    def fresh(epoch: int) -> FaceSet:
+        asked.append(epoch)
+        return blends(epoch)
+
+    seen: list[np.ndarray] = []
+    real_augment = training.augment
+
+    def recording_augment(img, rng):
+        seen.append(img.copy())
+        return real_augment(img, rng)
+
+    config = TrainConfig(input_size=SIZE, epochs=2, batch_size=8, steps_per_epoch=2, seed=3)
+    with fast_batchnorm_recalibration(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "augment", recording_augment)
+        bundle, history = train(train_set, val_set, config, tmp_path, fresh=fresh)
+
+    # Asked for epoch 0 up front (class balance), then for each epoch it trained.
+    assert asked[0] == 0 and sorted(set(asked)) == [0, 1] and len(history["loss"]) == 2
+    # 8 + 4 faces a step, 2 steps an epoch: every face of an epoch, fresh ones included.
+    first, second = seen[:12], seen[16:28]
+    for epoch, faces in ((0, first), (1, second)):
+        made = blends(epoch).x
+        assert sum(any(np.array_equal(f, m) for m in made) for f in faces) == len(made)
+    assert bundle.meta.training["fresh_faces_per_epoch"] == 4
+    assert bundle.meta.training["train_faces"] == 8
 
 
 def test_it_resumes_from_the_work_dir(trained):
