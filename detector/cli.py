@@ -164,12 +164,16 @@ def _train(args: argparse.Namespace) -> int:
         ]
     )
     tr, va, te = (data.subset(split == s) for s in ("train", "val", "test"))
-    if args.sbi:
-        from detector.sbi import self_blended_set
+    fresh = None
+    if args.sbi or args.fresh_sbi:
+        from detector.sbi import FreshBlends, self_blended_set
 
         # Only training faces are blended, after the split, so no blend of a validation
         # or test face can reach training.
-        tr = training.FaceSet.concat([tr, self_blended_set(tr, args.seed)])
+        if args.fresh_sbi:
+            fresh = FreshBlends(tr, args.seed)
+        else:
+            tr = training.FaceSet.concat([tr, self_blended_set(tr, args.seed)])
         if len(va) and not (va.y == 1).any():
             # A real-only set would leave nothing to choose the threshold on.
             va = training.FaceSet.concat([va, self_blended_set(va, args.seed + 1)])
@@ -189,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
         fine_tune_from=args.fine_tune_from,
         augment=not args.no_augment,
         average_every=args.average_every,
-        extra={"sbi": True} if args.sbi else {},
+        extra=({"sbi": "fresh every epoch" if fresh else True} if args.sbi or fresh else {}),
     )
     bar = _Bar("train", args.epochs)
 
@@ -198,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={v:.4f}" for k, v in logs.items()), file=sys.stderr)
 
     bundle, history = training.train(
-        tr, va, cfg, args.work_dir, on_epoch, name=args.name, version=args.version
+        tr, va, cfg, args.work_dir, on_epoch, name=args.name, version=args.version, fresh=fresh
     )
     bar.close()
     if len(te):
@@ -491,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add self-blended fakes (Shiohara & Yamasaki 2022) made from the training real "
         "faces after the split; validation gets them too only if it has no fakes; test never",
+    )
+    t.add_argument(
+        "--fresh-sbi",
+        action="store_true",
+        help="--sbi, with the training blends made anew every epoch, as SBI trains, instead "
+        "of one fixed blend per real face (landmarks are found once)",
     )
     t.add_argument("--name", default="verity-xception", help="model name stored in the bundle")
     t.add_argument(

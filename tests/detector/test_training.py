@@ -747,6 +747,7 @@ OPTIONS = {
         "--no-augment",
         "--average-every",
         "--sbi",
+        "--fresh-sbi",
         "--name",
         "--version",
     ],
@@ -811,6 +812,29 @@ def test_it_extracts_faces_from_a_folder_with_the_cli(tmp_path):
     sbi = faces.sources == "sbi:faces:tiny"
     assert sbi.sum() == 3 and (faces.y[sbi] == 1).all()
     assert sorted(faces.groups[sbi].tolist()) == ["tiny/r0", "tiny/r1", "tiny/r2"]
+
+
+def test_the_cli_trains_with_blends_made_anew_every_epoch(tmp_path):
+    from detector.cli import main
+
+    reals = np.stack(astronaut_crops(8, SIZE, seed=6))
+    data = FaceSet(
+        reals,
+        np.zeros(8, int),
+        np.array(["faces:astro"] * 8),
+        np.array([f"a/{i}" for i in range(8)]),
+    )
+    data.save(tmp_path / "faces.npz")
+    argv = ["train", "--data", str(tmp_path / "faces.npz"), "--out", str(tmp_path / "m")]
+    argv += ["--work-dir", str(tmp_path / "w"), "--epochs", "1", "--batch-size", "8"]
+    argv += ["--val-fraction", "0.25", "--test-fraction", "0", "--seed", "2", "--fresh-sbi"]
+    with fast_batchnorm_recalibration():
+        assert main(argv) == 0
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    # The training reals stay as they are; their blends are made per epoch, one each.
+    assert meta["training"]["sbi"] == "fresh every epoch"
+    n_train = meta["training"]["train_faces"]
+    assert 0 < n_train < 8 and meta["training"]["fresh_faces_per_epoch"] == n_train
 
 
 def test_it_calibrates_scores_without_blowing_up_on_separable_data():
