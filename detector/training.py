@@ -460,14 +460,16 @@ def _fit(
     speed, its buffers faulted in afresh each step (about a million page faults a step at
     128 px); bench/training.py measures both.
 
-    Writes `last.keras` and `state.json` (epoch and history) after every epoch, so that
-    a rerun resumes; `best.keras` whenever the validation loss improves; TensorBoard
-    scalars under `tensorboard/`. Stops once the validation loss has not improved for
+    After every epoch k it writes `last-k.keras` (and `average-k.npz`), then `state.json`
+    (epoch, history and those file names) atomically, then deletes epoch k-1's files: a
+    crash at any point leaves a state.json whose files match it, so a rerun resumes
+    exactly there. `best.keras` whenever the validation loss improves; TensorBoard scalars
+    under `tensorboard/`. Stops once the validation loss has not improved for
     `config.patience` epochs, counted over the whole history, resumed epochs included.
 
     With `config.average_every` = N, the weights after every N-th step of the whole run
-    are averaged into `average.npz`, saved with each epoch so that a resumed run continues
-    the same average; the average is returned (None without averaging).
+    are averaged, saved with each epoch so that a resumed run continues the same average;
+    the average is returned (None without averaging).
     """
     from detector.model import preprocess
 
@@ -477,7 +479,11 @@ def _fit(
     every = config.average_every or 0
     average = None
     if every:
-        average = WeightAverage.load(work / "average.npz") if initial_epoch else WeightAverage()
+        average = WeightAverage()
+        if initial_epoch:
+            # Runs from before the files were named by epoch kept one average.npz.
+            saved = json.loads(state_file.read_text()).get("average", "average.npz")
+            average = WeightAverage.load(work / saved)
     for epoch in range(initial_epoch, config.epochs):
         losses = history.get("val_loss", [])
         if losses and len(losses) - 1 - int(np.argmin(losses)) >= config.patience:
@@ -509,10 +515,18 @@ def _fit(
                 writers[split].scalar(f"epoch_{name}", logs[prefix + name], step=epoch)
         if logs["val_loss"] <= min(history["val_loss"]):
             model.save(work / "best.keras")
-        model.save(work / "last.keras")
+        state = {"epoch": epoch + 1, "history": history, "checkpoint": f"last-{epoch + 1}.keras"}
+        model.save(work / state["checkpoint"])
         if average is not None:
-            average.save(work / "average.npz")
-        state_file.write_text(json.dumps({"epoch": epoch + 1, "history": history}))
+            state["average"] = f"average-{epoch + 1}.npz"
+            average.save(work / state["average"])
+        tmp = state_file.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(state_file)
+        # Only now are the previous epoch's files stale.
+        for old in [*work.glob("last*.keras"), *work.glob("average*.npz")]:
+            if old.name not in (state["checkpoint"], state.get("average")):
+                old.unlink(missing_ok=True)
         if on_epoch:
             on_epoch(epoch + 1, logs)
     for w in writers.values():
@@ -560,7 +574,8 @@ def train(
     """Train, checkpoint on validation loss, stop early, choose the threshold on
     validation data; returns the bundle and the training history.
 
-    Resumable: if `work_dir/last.keras` exists, training continues from its epoch.
+    Resumable: if `work_dir/state.json` and the checkpoint it names exist, training
+    continues from its epoch.
     `fresh`, if given, adds faces made anew for each epoch (`fresh(epoch)`, the same
     number every epoch: e.g. sbi.FreshBlends) to `train_set`.
     """
@@ -575,9 +590,12 @@ def train(
 
     state_file = work / "state.json"
     initial_epoch = 0
-    if (work / "last.keras").exists() and state_file.exists():
-        model = keras.models.load_model(work / "last.keras")
-        initial_epoch = json.loads(state_file.read_text())["epoch"]
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    # Runs from before the checkpoints were named by epoch kept one last.keras.
+    checkpoint = work / state.get("checkpoint", "last.keras")
+    if state and checkpoint.exists():
+        model = keras.models.load_model(checkpoint)
+        initial_epoch = state["epoch"]
     else:
         model = initial_model(config)
         model.compile(
@@ -592,9 +610,7 @@ def train(
     ).astype(float)
     class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
 
-    history: dict[str, list[float]] = {}
-    if state_file.exists():
-        history = json.loads(state_file.read_text()).get("history", {})
+    history: dict[str, list[float]] = dict(state.get("history", {})) if initial_epoch else {}
     average = _fit(
         model,
         train_set,

@@ -149,6 +149,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.mesonet:
         args.mesonet_fakes = False
+    if args.average_every is not None and args.average_every < 1:
+        ap.error(f"--average-every must be 1 or more, not {args.average_every}")
     if args.mesonet_fakes and not args.ffpp_fakes:
         ap.error("--no-ffpp-fakes needs --no-mesonet-fakes (a recipe with MesoNet's fakes only)")
     s = args.size

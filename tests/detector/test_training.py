@@ -389,7 +389,8 @@ def test_it_trains_a_bundle_with_a_threshold_and_metrics(trained):
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
     assert len(history["val_loss"]) == 1
     assert trained["state"]["epoch"] == 1
-    assert {"last.keras", "best.keras", "tensorboard"} <= set(trained["files"])
+    assert {"last-1.keras", "best.keras", "tensorboard"} <= set(trained["files"])
+    assert trained["state"]["checkpoint"] == "last-1.keras"
 
     # The bundle carries a threshold chosen on validation data and the metrics behind it.
     meta = bundle.meta
@@ -459,7 +460,7 @@ def test_it_resumes_from_the_work_dir(trained):
     train_set, val_set = trained["data"]
     epochs: list[int] = []
 
-    # Rerun with the same work dir: the model comes back from last.keras and the epoch
+    # Rerun with the same work dir: the model comes back from last-1.keras and the epoch
     # from state.json, so the finished epoch is not trained again and its history stays.
     # (Asking for one more epoch would test the same path plus a second 20 s fit.)
     with fast_batchnorm_recalibration():
@@ -587,13 +588,22 @@ def test_a_run_with_weight_averaging_ships_the_mean_of_its_steps_across_a_resume
     def trainable(model) -> list[np.ndarray]:
         return [np.asarray(v) for v in model.trainable_weights]
 
+    def checkpoint() -> Path:
+        return work / json.loads((work / "state.json").read_text())["checkpoint"]
+
     with fast_batchnorm_recalibration():
         train(train_set, val_set, config, work, name="avg")
-        w1 = trainable(keras.models.load_model(work / "last.keras"))
+        w1 = trainable(keras.models.load_model(checkpoint()))
+        # A crash in epoch 2 after its average was written but before state.json was: the
+        # stray file must not be read, or epoch 2's snapshots would count twice.
+        training.WeightAverage([np.zeros(1)] * 3, count=7).save(work / "average-2.npz")
         # Interrupted after epoch 1 and resumed for a second: step 2 joins the same average.
         bundle, _ = train(train_set, val_set, replace(config, epochs=2), work, name="avg")
-    w2 = trainable(keras.models.load_model(work / "last.keras"))
+    w2 = trainable(keras.models.load_model(checkpoint()))
     shipped = trainable(bundle.model)
+    # Epoch 1's files went once epoch 2's state was written.
+    assert sorted(p.name for p in work.glob("last*")) == ["last-2.keras"]
+    assert sorted(p.name for p in work.glob("average*")) == ["average-2.npz"]
 
     assert bundle.meta.training["average_every"] == 1
     assert bundle.meta.training["averaged_snapshots"] == 2
