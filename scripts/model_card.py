@@ -59,6 +59,25 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         for method, r in per_method.items():
             print(row(f"{method}, per face", r["frame"]))
+    alarms = held.get("false_alarms", {})
+    if alarms:
+        print(
+            "\nFalse alarms: real faces no stage trained on, as the verdict rules would call them "
+            f"(Fake above {meta['threshold'] + meta['uncertain_margin']:.2f}, Real below "
+            f"{meta['threshold'] - meta['uncertain_margin']:.2f}):\n"
+        )
+        print(
+            "| real faces | n | called Fake | Uncertain | called Real | above threshold | median score |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for key, r in alarms.items():
+            for name, m in [(key, r), *((f"  {k}", v) for k, v in r.get("per_source", {}).items())]:
+                if name.startswith("  ") and len(r.get("per_source", {})) < 2:
+                    continue
+                print(
+                    f"| {name} | {m['n']} | {m['fake']:.0%} | {m['uncertain']:.0%} | {m['real']:.0%} "
+                    f"| {m['above_threshold']:.0%} | {m['median_score']:.2f} |"
+                )
     val = meta["metrics"].get("validation", {})
     if val:
         print(

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from detector import training
+from detector.faces import FaceDetector, square_crop
 from detector.model import ModelBundle
 from detector.sbi import FreshBlends, self_blended_set
 
@@ -178,9 +179,16 @@ def main() -> None:
                 t = other.input_size
                 other_sets = held_out_sets(work, t, ffpp_faces(work, t), lfw_items)
             comparison = compare_held_out(bundle, other, sets, other_sets)
+            comparison["false_alarms"] = {
+                "this": false_alarms(bundle, real_face_sets(work, s)),
+                "against": false_alarms(other, real_face_sets(work, other.input_size)),
+            }
             (Path(args.work) / "comparison.json").write_text(json.dumps(comparison, indent=2))
         else:
             evaluate_held_out(bundle, sets)
+            bundle.meta.metrics["held_out"]["false_alarms"] = false_alarms(
+                bundle, real_face_sets(work, s)
+            )
             (Path(args.out) / "meta.json").write_text(
                 json.dumps(bundle.meta.to_dict(), indent=2) + "\n"
             )
@@ -195,6 +203,7 @@ def main() -> None:
     bundle, history = train_and_save(args, work, train_set, val_set, t0, fresh)
     bundle = ModelBundle.load(args.out)  # measure what ships
     everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
+    bundle.meta.metrics["held_out"]["false_alarms"] = false_alarms(bundle, real_face_sets(work, s))
     bundle.save(args.out)
     training.save_curves(history, (everything.y, all_scores), work / "curves")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
@@ -479,6 +488,64 @@ def held_out_sets(
         "ciplab": cip,
         "stylegan3_vs_unseen_reals": gan,
     }
+
+
+def real_face_sets(work: Path, s: int) -> dict[str, training.FaceSet]:
+    """Real faces that no stage trains on or is chosen on, to count false alarms: every face
+    HOG finds in images/'s group photos and portraits (the celebrities are held out above;
+    not dogs.jpg), cropped as the pipeline crops, and the ORL faces (grey, tight crops)."""
+    photos = [
+        p for p in sorted((DATA / "images").glob("*")) if p.is_file() and p.name != "dogs.jpg"
+    ]
+    return {
+        "photos_every_face": cached(work / f"photos-{s}.npz", lambda: every_face(photos, s)),
+        "orl": cached(
+            work / f"orl-{s}.npz",
+            lambda: training.extract_faces(training.folder_items(DATA / "faces" / "orl", "orl"), s),
+        ),
+    }
+
+
+def every_face(paths: list[Path], s: int) -> training.FaceSet:
+    """Every face HOG finds in each image (not only the largest), as real faces."""
+    detector = FaceDetector("hog")
+    xs, sources, groups = [], [], []
+    for p in paths:
+        rgb = training.read_image(str(p))
+        for box in detector.detect(rgb):
+            xs.append(square_crop(rgb, box, s))
+            size = "under 80 px" if box.width < 80 else "80 px and over"
+            sources.append(f"images:photos, face {size}")
+            groups.append(f"photos/{p.name}")
+    n = len(xs)
+    return training.FaceSet(np.stack(xs), np.zeros(n, int), np.array(sources), np.array(groups))
+
+
+def false_alarms(bundle: ModelBundle, sets: dict[str, training.FaceSet]) -> dict:
+    """Per set of real faces: how many the verdict rules would call Fake (above threshold +
+    margin), Uncertain, or Real, and how many score above the threshold at all; and the
+    same per source (for the photos: faces under 80 px wide, and the rest)."""
+    t, m = bundle.meta.threshold, bundle.meta.uncertain_margin
+    out = {}
+    for key, data in sets.items():
+        scores = bundle.predict(data.x)
+
+        def rates(sc: np.ndarray) -> dict:
+            return {
+                "n": int(len(sc)),
+                "fake": float(np.mean(sc > t + m)),
+                "uncertain": float(np.mean((sc >= t - m) & (sc <= t + m))),
+                "real": float(np.mean(sc < t - m)),
+                "above_threshold": float(np.mean(sc > t)),
+                "median_score": float(np.median(sc)),
+            }
+
+        out[key] = rates(scores)
+        out[key]["per_source"] = {
+            src: rates(scores[data.sources == src]) for src in sorted(set(data.sources.tolist()))
+        }
+        print(key, json.dumps(out[key]), flush=True)
+    return out
 
 
 def scored(

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
 from detector import sbi
 from detector.training import FaceSet
 from tests.detector.test_training import faces_with_blends
+from tests.media import astronaut
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default.py"
 
@@ -71,3 +74,32 @@ def test_a_pool_carries_the_real_faces_and_landmarks_for_fresh_blends(train_defa
     assert np.array_equal(got.points[1], points[1])
     # On the far side it blends without searching for landmarks again.
     assert got(0).y.tolist() == [1, 1, 1]
+
+
+def test_false_alarms_count_real_faces_by_the_verdict_rules(train_default):
+    class Scored:  # only the counting is under test here: the scores are given
+        meta = SimpleNamespace(threshold=0.5, uncertain_margin=0.1)
+
+        def predict(self, x):
+            return np.array([0.1, 0.45, 0.55, 0.7, 0.9, 0.3])
+
+    sources = np.array(["small"] * 3 + ["large"] * 3)
+    faces = FaceSet(np.zeros((6, 4, 4, 3), np.uint8), np.zeros(6, int), sources, sources)
+    r = train_default.false_alarms(Scored(), {"photos": faces})["photos"]
+    # Fake above 0.6 (0.7, 0.9), Real below 0.4 (0.1, 0.3), Uncertain in between.
+    assert (r["n"], r["fake"], r["uncertain"], r["real"]) == (6, 2 / 6, 2 / 6, 2 / 6)
+    assert r["above_threshold"] == 3 / 6 and r["median_score"] == pytest.approx(0.5)
+    assert r["per_source"]["small"]["fake"] == 0 and r["per_source"]["small"]["real"] == 1 / 3
+    assert r["per_source"]["large"]["fake"] == 2 / 3
+
+
+def test_every_face_of_a_photo_is_a_real_face_sized_by_its_box(train_default, tmp_path):
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    faces = train_default.every_face([path], 71)
+    assert faces.x.shape == (1, 71, 71, 3) and faces.y.tolist() == [0]
+    assert faces.sources[0] in (
+        "images:photos, face under 80 px",
+        "images:photos, face 80 px and over",
+    )
+    assert faces.groups.tolist() == ["photos/astronaut.png"]
