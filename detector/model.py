@@ -115,6 +115,21 @@ def load_keras(path: Path, input_size: int):
     return model
 
 
+def read_meta(path: Path) -> BundleMeta:
+    """A bundle folder's validated meta.json; refuses a folder that is not a whole bundle."""
+    meta_file = path / "meta.json"
+    if not meta_file.exists():
+        raise BundleMismatch(f"No meta.json in {path}: this is not a Verity model bundle.")
+    try:
+        meta = BundleMeta.from_dict(json.loads(meta_file.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleMismatch(f"meta.json in {path} is not valid JSON: {exc}") from exc
+    meta.validate()
+    if not (path / "weights.npz").exists():
+        raise BundleMismatch(f"No weights.npz in {path}.")
+    return meta
+
+
 def preprocess(crops: np.ndarray) -> np.ndarray:
     """Xception's preprocess_input: RGB uint8 -> float32 in [-1, 1].
 
@@ -182,16 +197,7 @@ class ModelBundle:
         cls, path: str | Path | None = None, batch_size: int = 16, runtime: str = "keras"
     ) -> ModelBundle:
         path = Path(path) if path else DEFAULT_BUNDLE
-        meta_file = path / "meta.json"
-        if not meta_file.exists():
-            raise BundleMismatch(f"No meta.json in {path}: this is not a Verity model bundle.")
-        try:
-            meta = BundleMeta.from_dict(json.loads(meta_file.read_text()))
-        except json.JSONDecodeError as exc:
-            raise BundleMismatch(f"meta.json in {path} is not valid JSON: {exc}") from exc
-        meta.validate()
-        if not (path / "weights.npz").exists():
-            raise BundleMismatch(f"No weights.npz in {path}.")
+        meta = read_meta(path)
         # Keras builds the model now (checking the weights fit); the ONNX path defers it
         # to a first export, so a cached export loads without TensorFlow.
         model = load_keras(path, int(meta.input_size)) if runtime == "keras" else None

@@ -21,7 +21,7 @@ import numpy as np
 
 from detector.faces import FaceDetector, square_crop
 from detector.metrics import auc_difference, binary_metrics, choose_threshold
-from detector.model import BundleMeta, ModelBundle, build_xception
+from detector.model import BundleMeta, ModelBundle, build_xception, load_keras, read_meta
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -341,11 +341,13 @@ def initial_model(config: TrainConfig):
     then fine-tune large"). BatchNorm statistics shift with scale; training re-estimates
     them on the training faces before it calibrates, as it does for every run.
     """
-    model = build_xception(config.input_size, config.init_weights)
     if config.fine_tune_from:
-        parent = ModelBundle.load(config.fine_tune_from)
-        model.set_weights(parent.model.get_weights())
-    return model
+        # One Xception, built at this run's size with the parent's weights (not one at the
+        # parent's size too, and not first with weights that would be overwritten).
+        path = Path(config.fine_tune_from)
+        read_meta(path)
+        return load_keras(path, config.input_size)
+    return build_xception(config.input_size, config.init_weights)
 
 
 class WeightAverage:
