@@ -408,6 +408,16 @@ def test_it_queues_a_run_from_the_form_and_the_api(
     assert b"weights averaged every 20 steps" in page.content
     larger.delete()
 
+    # Self-blends made anew every epoch: asked for on its own, it implies self-blends.
+    assert run.params["fresh_sbi"] is False
+    with django_capture_on_commit_callbacks():
+        resp = staff_client.post("/staff/models/retrain/", {**form, "fresh_sbi": "on"})
+    fresh = TrainingRun.objects.latest("id")
+    assert resp.status_code == 302 and fresh.params["fresh_sbi"] and fresh.params["sbi"]
+    page = staff_client.get(f"/staff/models/runs/{fresh.id}/")
+    assert b"self-blended fakes made anew every epoch" in page.content
+    fresh.delete()
+
     # The REST API: the form's defaults fill what is not sent; errors are a 400.
     api = APIClient()
     api.force_authenticate(staff)
@@ -522,6 +532,7 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
         "frames_per_video": 4,
         "steps_per_epoch": 2,
         "average_every": 1,
+        "fresh_sbi": True,
     }
     # The row start_run makes, sent the way delay_on_commit sends it, but to this
     # module's broker (start_run itself is covered above).
@@ -556,9 +567,11 @@ def test_it_trains_a_version_end_to_end_on_the_training_queue(training_stack, tm
     assert (Path(version.bundle_path) / "weights.npz").exists()
     assert version.metrics["test"]["frame"]["n"] > 0 and "validation" in version.metrics
     assert version.meta["input_size"] == 71 and 0 < version.meta["threshold"] < 1
-    # It ships the mean of the weights after each of its steps, as the run asked.
+    # It trained on self-blends made for each epoch from its real training faces ...
     trained = version.meta["training"]
-    steps = min(math.ceil(trained["train_faces"] / 8), 2)
+    assert trained["fresh_faces_per_epoch"] > 0
+    # ... and ships the mean of the weights after each of its steps, as the run asked.
+    steps = min(math.ceil((trained["train_faces"] + trained["fresh_faces_per_epoch"]) / 8), 2)
     assert trained["average_every"] == 1 and trained["averaged_snapshots"] == steps
     # The training worker exported and verified it for ONNX Runtime, so that inference
     # workers load it from the shared cache instead of converting it themselves.

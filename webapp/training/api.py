@@ -79,6 +79,9 @@ RetrainRequest = inline_serializer(
         "frames_per_video": serializers.IntegerField(required=False),
         "steps_per_epoch": serializers.IntegerField(required=False),
         "sbi": serializers.BooleanField(required=False),
+        "fresh_sbi": serializers.BooleanField(
+            required=False, help_text="Self-blended fakes made anew every epoch (implies sbi)."
+        ),
         "average_every": serializers.IntegerField(
             required=False, help_text="Ship the mean of the weights after every N-th step."
         ),

@@ -63,6 +63,12 @@ class RetrainForm(forms.Form):
         min_value=1, required=False, label="Steps per epoch (empty: all batches)"
     )
     sbi = forms.BooleanField(required=False, label="Add self-blended fakes of the real faces")
+    fresh_sbi = forms.BooleanField(
+        required=False,
+        label="Make the self-blended fakes anew every epoch",
+        help_text="As SBI itself trains, so the network cannot memorise a fixed set of "
+        "blends. Implies self-blended fakes.",
+    )
     average_every = forms.IntegerField(
         min_value=1,
         required=False,
@@ -127,6 +133,7 @@ class RetrainForm(forms.Form):
             "batch_size": d["batch_size"],
             "frames_per_video": d["frames_per_video"],
             "steps_per_epoch": d.get("steps_per_epoch"),
-            "sbi": bool(d.get("sbi")),
+            "sbi": bool(d.get("sbi") or d.get("fresh_sbi")),
+            "fresh_sbi": bool(d.get("fresh_sbi")),
             "average_every": d.get("average_every"),
         }

@@ -363,13 +363,17 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
 
     # 2. Split by group; self-blended fakes only from training faces, after the split.
     tr, va, te = split_faces(faces, SEED)
-    if p.get("sbi"):
-        from detector.sbi import self_blended_set
+    fresh = None
+    if p.get("sbi") or p.get("fresh_sbi"):
+        from detector.sbi import FreshBlends, self_blended_set
 
-        tr = FaceSet.concat([tr, self_blended_set(tr, SEED)])
+        if p.get("fresh_sbi"):  # made anew for every epoch, from the training reals
+            fresh = FreshBlends(tr, SEED)
+        else:
+            tr = FaceSet.concat([tr, self_blended_set(tr, SEED)])
         if len(va) and not (va.y == 1).any():
             va = FaceSet.concat([va, self_blended_set(va, SEED + 1)])
-    if len(set(tr.y.tolist())) < 2:
+    if len(set(tr.y.tolist())) < 2 and not (fresh is not None and len(fresh)):
         raise RunFailed(
             "The training faces are all of one class: add real and fake data "
             "(or tick 'add self-blended fakes')."
@@ -404,7 +408,14 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
         extra={"run": run.id, "sources": run.sources},
     )
     bundle, history = train(
-        tr, va, config, work, reporter.epoch(epochs), name="verity-xception", version=name
+        tr,
+        va,
+        config,
+        work,
+        reporter.epoch(epochs),
+        name="verity-xception",
+        version=name,
+        fresh=fresh,
     )
 
     # 4. Evaluate the new and the active version on the same held-out faces; save.
