@@ -312,6 +312,38 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
 # ---- training --------------------------------------------------------------------------
 
 
+GPU_INPUT_SIZE = 299  # Xception's own input size
+CPU_INPUT_SIZE = 160  # trains about 4x faster than 299 on a CPU
+
+
+def gpu_available() -> bool:
+    """Whether the Keras backend in use sees a GPU (this imports the backend)."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a backend that cannot say has no usable GPU
+        return False
+    return False
+
+
+def default_input_size() -> int:
+    """299 px (Xception's own) where a GPU trains it, 160 px on a CPU."""
+    return GPU_INPUT_SIZE if gpu_available() else CPU_INPUT_SIZE
+
+
 @dataclass
 class TrainConfig:
     input_size: int = 160

@@ -847,6 +847,30 @@ def test_the_cli_trains_with_blends_made_anew_every_epoch(tmp_path):
     assert 0 < n_train < 8 and meta["training"]["fresh_faces_per_epoch"] == n_train
 
 
+def test_the_input_size_defaults_to_299_on_a_gpu_and_160_on_a_cpu(tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    from detector.cli import main
+
+    # What the TensorFlow backend reports decides it.
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [])
+    assert not training.gpu_available() and training.default_input_size() == 160
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [f"{kind}:0"])
+    assert training.gpu_available() and training.default_input_size() == 299
+
+    # extract-faces without --size crops at that size, and says why.
+    root = tmp_path / "tiny" / "real"
+    root.mkdir(parents=True)
+    crop = astronaut_crops(1, 200, seed=4)[0]
+    cv2.imwrite(str(root / "r0.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    for gpu, size in ((True, 299), (False, 160)):
+        monkeypatch.setattr(training, "gpu_available", lambda gpu=gpu: gpu)
+        out = tmp_path / f"faces-{size}.npz"
+        assert main(["extract-faces", "--faces", str(root.parent), "--out", str(out)]) == 0
+        assert FaceSet.load(out).x.shape[1:] == (size, size, 3)
+        assert f"input size {size} px" in capsys.readouterr().err
+
+
 def test_it_calibrates_scores_without_blowing_up_on_separable_data():
     import warnings
 
