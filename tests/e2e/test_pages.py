@@ -152,6 +152,29 @@ def test_it_seeks_the_video_and_jumps_to_a_point_of_the_chart(
     assert csp_violations == []
 
 
+def test_a_fake_verdict_resting_only_on_small_faces_says_so(
+    tiny_model_dir, stack, page, hana, tmp_path, monkeypatch, csp_violations
+):
+    a = finished_analysis(hana, tmp_path, monkeypatch)
+    sign_in(page, stack.url, "hana", "pw-hana-123")
+
+    def shown_with(box: list[int]) -> tuple[str, str]:
+        # The same report, judged fake on its one face, with that face's box set.
+        report = a.report
+        report["verdict"]["label"] = "fake"
+        report["tracks"] = [{**report["tracks"][0], "label": "fake", "box": box}]
+        Analysis.objects.filter(id=a.id).update(report=report)
+        page.goto(f"{stack.url}/analyses/{a.id}/")
+        page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+        return page.inner_text("#verdict-help"), page.inner_text("#tracks")
+
+    help_text, tracks = shown_with([100, 100, 150, 150])  # 50 px wide
+    assert "under 80 px wide" in help_text and "small face (50 px)" in tracks
+    help_text, tracks = shown_with([100, 100, 300, 300])  # 200 px wide
+    assert help_text == "At least one face looks manipulated." and "small face" not in tracks
+    assert csp_violations == []
+
+
 def test_it_creates_shows_once_and_revokes_an_api_token(stack, page, hana, csp_violations):
     from rest_framework.authtoken.models import Token
 

@@ -8,6 +8,11 @@
     uncertain: "The model's score is too close to its threshold to call.",
     no_face: "No face was found in the sampled frames, so nothing was judged.",
   };
+  // Faces narrower than this are where the shipped model raises most false alarms on real
+  // faces (the README's model card, "False alarms on real faces"): say so where it matters.
+  const SMALL_FACE_PX = 80;
+  const SMALL_NOTE = `Every face behind this verdict is under ${SMALL_FACE_PX} px wide, where the model often calls real faces fake: look at those faces yourself before relying on it.`;
+  const faceWidth = (t) => t.box[2] - t.box[0];
   let state = JSON.parse(document.getElementById("initial-state").textContent);
   const id = state.id;
   let shown = false, ws = null, retries = 0, polling = null;
@@ -39,7 +44,9 @@
     $("confidence").textContent = v.label === "no_face" ? "" :
       `Confidence ${Math.round(v.confidence * 100)}% · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
     $("model-version").textContent = `Model ${r.model.name} ${r.model.version}`;
-    $("verdict-help").textContent = HELP[v.label];
+    const fakes = r.tracks.filter(t => t.label === "fake");
+    const onlySmall = v.label === "fake" && fakes.length > 0 && fakes.every(t => faceWidth(t) < SMALL_FACE_PX);
+    $("verdict-help").textContent = HELP[v.label] + (onlySmall ? " " + SMALL_NOTE : "");
     const player = $("player");
     player.src = `/analyses/${id}/video/`;
     drawChart(r, player);
@@ -70,7 +77,7 @@
     box.innerHTML = r.tracks.map(t => `<div class="track" data-track="${t.id}">
       <img src="/analyses/${id}/faces/${t.id}.jpg" alt="Face ${t.id + 1} crops" style="width:100%;border-radius:4px">
       <p><strong>Face ${t.id + 1}</strong> <span class="badge ${t.label}">${LABELS[t.label]}</span></p>
-      <p class="muted">P(fake) ${t.fake_probability.toFixed(2)} · ${t.faces} frame(s)</p></div>`).join("");
+      <p class="muted">P(fake) ${t.fake_probability.toFixed(2)} · ${t.faces} frame(s)${faceWidth(t) < SMALL_FACE_PX ? ` · small face (${faceWidth(t)} px)` : ""}</p></div>`).join("");
   }
 
   async function poll() {
