@@ -201,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         fine_tune_from=args.fine_tune_from,
         augment=not args.no_augment,
         average_every=args.average_every,
-        extra=({"sbi": "fresh every epoch" if fresh else True} if args.sbi or fresh else {}),
+        extra={"sbi": "fresh every epoch"} if args.fresh_sbi else {"sbi": True} if args.sbi else {},
     )
     bar = _Bar("train", args.epochs)
 

@@ -639,6 +639,12 @@ def train(
         )
 
     first = fresh(0) if fresh is not None else None
+    epoch_faces = None
+    if fresh is not None:
+        # Epoch 0's faces are made once: for the class balance here and for training.
+        def epoch_faces(epoch: int) -> FaceSet:
+            return first if epoch == 0 else fresh(epoch)
+
     counts = np.bincount(
         train_set.y if first is None else np.concatenate([train_set.y, first.y]), minlength=2
     ).astype(float)
@@ -655,7 +661,7 @@ def train(
         history,
         class_weight,
         on_epoch,
-        fresh,
+        epoch_faces,
     )
     if average is not None and average.count:
         # The run's averaged weights ship, not its best checkpoint.

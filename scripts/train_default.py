@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector import training
+from detector import training, verdict
 from detector.faces import FaceDetector, square_crop
 from detector.model import ModelBundle
 from detector.sbi import FreshBlends, self_blended_set
@@ -522,24 +522,25 @@ def every_face(paths: list[Path], s: int) -> training.FaceSet:
 
 
 def false_alarms(bundle: ModelBundle, sets: dict[str, training.FaceSet]) -> dict:
-    """Per set of real faces: how many the verdict rules would call Fake (above threshold +
-    margin), Uncertain, or Real, and how many score above the threshold at all; and the
-    same per source (for the photos: faces under 80 px wide, and the rest)."""
+    """Per set of real faces: how many the pipeline's verdict rules (verdict.label_for)
+    would call Fake, Uncertain, or Real, and how many score above the threshold at all;
+    and the same per source (for the photos: faces under 80 px wide, and the rest)."""
     t, m = bundle.meta.threshold, bundle.meta.uncertain_margin
+
+    def rates(scores: np.ndarray) -> dict:
+        labels = np.array([verdict.label_for(float(p), t, m) for p in scores])
+        return {
+            "n": int(len(scores)),
+            "fake": float(np.mean(labels == verdict.FAKE)),
+            "uncertain": float(np.mean(labels == verdict.UNCERTAIN)),
+            "real": float(np.mean(labels == verdict.REAL)),
+            "above_threshold": float(np.mean(scores > t)),
+            "median_score": float(np.median(scores)),
+        }
+
     out = {}
     for key, data in sets.items():
         scores = bundle.predict(data.x)
-
-        def rates(sc: np.ndarray) -> dict:
-            return {
-                "n": int(len(sc)),
-                "fake": float(np.mean(sc > t + m)),
-                "uncertain": float(np.mean((sc >= t - m) & (sc <= t + m))),
-                "real": float(np.mean(sc < t - m)),
-                "above_threshold": float(np.mean(sc > t)),
-                "median_score": float(np.median(sc)),
-            }
-
         out[key] = rates(scores)
         out[key]["per_source"] = {
             src: rates(scores[data.sources == src]) for src in sorted(set(data.sources.tolist()))

@@ -49,12 +49,17 @@ def ensure_registered():
     path = str(settings.VERITY_MODEL_DIR)
     shipped = ModelVersion.objects.filter(bundle_path=path).first()
     meta = read_meta(path)
-    version = str(meta.get("version") or "default")
-    if ModelVersion.objects.filter(version=version).exclude(bundle_path=path).exists():
-        version = f"{version}-shipped"
+
+    def free_version() -> str:
+        version = str(meta.get("version") or "default")
+        if ModelVersion.objects.filter(version=version).exclude(bundle_path=path).exists():
+            version = f"{version}-shipped"
+        return version
+
     if shipped is not None and meta and shipped.meta.get("version") != meta.get("version"):
-        shipped = _replace_upgraded(shipped, version, meta)
+        shipped = _replace_upgraded(shipped, free_version(), meta)
     if shipped is None:
+        version = free_version()
         try:
             with transaction.atomic():
                 shipped = ModelVersion.objects.create(

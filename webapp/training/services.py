@@ -373,7 +373,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
             tr = FaceSet.concat([tr, self_blended_set(tr, SEED)])
         if len(va) and not (va.y == 1).any():
             va = FaceSet.concat([va, self_blended_set(va, SEED + 1)])
-    if len(set(tr.y.tolist())) < 2 and not (fresh is not None and len(fresh)):
+    if len(set(tr.y.tolist())) < 2 and not fresh:  # fresh blends (if any) are the fakes
         raise RunFailed(
             "The training faces are all of one class: add real and fake data "
             "(or tick 'add self-blended fakes')."
