@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from detector import verdict
+
 log = logging.getLogger("detector")
 
 
@@ -69,7 +71,7 @@ def _analyze(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t:.1f}s",
         file=sys.stderr,
     )
-    options = Options(frames=args.frames, detector=args.detector)
+    options = Options(frames=args.frames, detector=args.detector, min_face=args.min_face)
     failures = 0
     for d in (args.report_dir, args.video_dir):
         if d:
@@ -380,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="hog",
         help="dlib HOG (fast) or MMOD CNN (accurate, slow)",
     )
+    a.add_argument(
+        "--min-face",
+        type=_non_negative,
+        default=verdict.DEFAULT_MIN_FACE,
+        metavar="PX",
+        help="faces narrower than this are shown but not judged, and a clip whose faces are "
+        f"all narrower is uncertain (default {verdict.DEFAULT_MIN_FACE}; 0 judges every face)",
+    )
     runtime(a)
     a.set_defaults(func=_analyze)
 
@@ -543,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     runtime(ev)
     ev.set_defaults(func=_evaluate)
     return p
+
+
+def _non_negative(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
 
 
 def _positive_int(text: str) -> int:

@@ -46,6 +46,9 @@ class Artifacts:
 class Options:
     frames: int = 32
     detector: str = "hog"
+    # Tracks whose widest face is narrower than this many px are not judged (see
+    # verdict.track_label); 0 judges every face.
+    min_face: int = verdict.DEFAULT_MIN_FACE
     annotate_max_side: int = 1920
     preset: str = "veryfast"
 
@@ -134,8 +137,10 @@ def analyse_video(
     tracks: list[Track] = []
     for tid, items in sorted(per_track.items()):
         p = verdict.track_probability([x[2] for x in items])
-        label = verdict.label_for(p, meta.threshold, meta.uncertain_margin)
         biggest = max(items, key=lambda x: x[1].width * x[1].height)[1]
+        label = verdict.track_label(
+            p, meta.threshold, meta.uncertain_margin, biggest.width, options.min_face
+        )
         tracks.append(
             Track(
                 id=tid,
@@ -146,10 +151,16 @@ def analyse_video(
                 label=label,
                 confidence=round(verdict.confidence_for(p, label), 5),
                 box=biggest.to_list(),
+                note=verdict.small_face_note(biggest.width, options.min_face),
             )
         )
+    widths = [t.box[2] - t.box[0] for t in tracks]
     label, p_clip, conf = verdict.clip_verdict(
-        [t.fake_probability for t in tracks], meta.threshold, meta.uncertain_margin
+        [t.fake_probability for t in tracks],
+        meta.threshold,
+        meta.uncertain_margin,
+        widths,
+        options.min_face,
     )
     clip = Verdict(
         label=label,
@@ -157,6 +168,7 @@ def analyse_video(
         threshold=meta.threshold,
         uncertain_margin=meta.uncertain_margin,
         confidence=round(conf, 5),
+        note=verdict.clip_note(widths, options.min_face),
     )
 
     if artifacts is not None and samples:
@@ -191,7 +203,11 @@ def analyse_video(
             "input_size": meta.input_size,
             "runtime": bundle.runtime,
         },
-        options={"frames": options.frames, "detector": options.detector},
+        options={
+            "frames": options.frames,
+            "detector": options.detector,
+            "min_face": options.min_face,
+        },
         timings={k: round(v, 4) for k, v in timings.items()},
     )
 
@@ -239,7 +255,9 @@ def samples_spacing(samples) -> int:
     return max(1, (samples[-1].index - samples[0].index) // (len(samples) - 1))
 
 
-def _label_text(label: str, p: float, conf: float) -> str:
+def _label_text(label: str, p: float, conf: float, small: bool = False) -> str:
+    if small:
+        return "Too small"
     name = {"fake": "Fake", "real": "Real", "uncertain": "Fake?" if p >= 0.5 else "Real?"}[label]
     return f"{name} {round(conf * 100)}%"
 
@@ -315,7 +333,7 @@ def _layout(box: Box, track: Track, scale: float, height: int, width: int) -> _L
     colour = {"fake": RED, "real": GREEN}.get(track.label, AMBER)
     l, t, r, b = (round(v * scale) for v in box.to_list())
     thick = max(2, round(min(height, width) / 300))
-    text = _label_text(track.label, track.fake_probability, track.confidence)
+    text = _label_text(track.label, track.fake_probability, track.confidence, bool(track.note))
     fs = max(0.5, min(height, width) / 900)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
     y = t - 4 if t - th - base - 4 > 0 else b + th + base + 4

@@ -3,13 +3,13 @@
 Schema (version 1):
     schema_version   "1"
     verdict          {label: real|fake|uncertain|no_face, fake_probability, threshold,
-                      uncertain_margin, confidence}
+                      uncertain_margin, confidence, note}
     video            {duration, fps, width, height, rotation, codec, frame_count}
     frames           [{index, time, faces: [{box: [l, t, r, b], fake_probability, track_id}]}]
     tracks           [{id, first_frame, last_frame, faces, fake_probability, label, confidence,
-                       box}]
+                       box, note}]
     model            {name, version, input_size, runtime: onnx|keras}
-    options          {frames, detector}
+    options          {frames, detector, min_face}
     timings          {stage: seconds, ..., total}
 """
 
@@ -47,6 +47,7 @@ class Track:
     label: str
     confidence: float
     box: list[int]  # a representative box (the largest)
+    note: str = ""  # why the track was not judged (too small), else ""
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Verdict:
     threshold: float
     uncertain_margin: float
     confidence: float
+    note: str = ""  # which faces the verdict left out (too small), else ""
 
 
 @dataclass

@@ -87,11 +87,21 @@ def test_it_writes_one_report_and_no_video_when_asked(clips, tiny_bundle, tmp_pa
         "4",
         "--runtime",
         "keras",
+        "--min-face",
+        "1000",
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
     assert len(data["frames"]) == 4 and "render" not in data["timings"]
     assert data["model"]["runtime"] == "keras"
+    # --min-face above the astronaut's width: shown, not judged.
+    assert data["options"]["min_face"] == 1000
+    assert data["verdict"]["label"] == "uncertain" and "under 1000 px" in data["verdict"]["note"]
+
+
+def test_it_refuses_a_negative_minimum_face_size(clips):
+    proc = _run("analyze", str(clips[0]), "--min-face", "-1")
+    assert proc.returncode == 2 and "must be 0 or more, not -1" in proc.stderr
 
 
 def test_it_refuses_a_bundle_that_does_not_match(clips, tmp_path):

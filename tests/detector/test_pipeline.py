@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.faces import Box, FaceDetector, square_crop
-from detector.pipeline import Artifacts, analyse_video
+from detector.pipeline import Artifacts, Options, analyse_video
 from detector.video import probe, sample_frames, sample_indices
 from tests.media import astronaut, blank_clip, read_all, write_clip
 
@@ -85,6 +85,37 @@ def test_it_analyses_a_clip_and_writes_a_browser_playable_video(astro_clip, tiny
         "timings",
     } <= data.keys()
     assert data["frames"][0]["faces"][0]["track_id"] == 0
+
+
+def test_it_does_not_judge_faces_under_the_minimum_width(astro_clip, tiny_bundle, tmp_path):
+    # The astronaut's face is about 100 px wide in this clip.
+    judged = analyse_video(astro_clip, tiny_bundle, Options(frames=6, min_face=0))
+    width = judged.tracks[0].box[2] - judged.tracks[0].box[0]
+    assert judged.tracks[0].note == "" and judged.verdict.note == ""
+    assert judged.options["min_face"] == 0
+
+    # Set above it, the same face is shown and scored but neither called fake nor real,
+    # and the clip says why.
+    out = tmp_path / "small.mp4"
+    small = analyse_video(
+        astro_clip, tiny_bundle, Options(frames=6, min_face=width + 1), output_video=out
+    )
+    track = small.tracks[0]
+    assert track.fake_probability == judged.tracks[0].fake_probability
+    assert track.label == "uncertain" and f"{width} px wide" in track.note
+    assert small.verdict.label == "uncertain"
+    assert (
+        small.verdict.note
+        == f"Every face is under {width + 1} px wide: too small for the model to judge."
+    )
+    assert small.options["min_face"] == width + 1
+    assert read_all(out)[0] == 30
+
+    # At exactly its width it is judged again.
+    assert (
+        analyse_video(astro_clip, tiny_bundle, Options(frames=6, min_face=width)).tracks[0].note
+        == ""
+    )
 
 
 def test_it_says_no_face_when_there_is_none(tmp_path, tiny_bundle):

@@ -175,6 +175,27 @@ def test_a_fake_verdict_resting_only_on_small_faces_says_so(
     assert csp_violations == []
 
 
+def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
+    tiny_model_dir, stack, page, hana, tmp_path, monkeypatch, settings, csp_violations
+):
+    # The real pipeline, with the minimum face width set above the astronaut's face.
+    settings.VERITY_MIN_FACE = 1000
+    a = finished_analysis(hana, tmp_path, monkeypatch)
+    assert a.verdict_label == "uncertain" and a.report["options"]["min_face"] == 1000
+    sign_in(page, stack.url, "hana", "pw-hana-123")
+    page.goto(f"{stack.url}/analyses/{a.id}/")
+    page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+
+    # The verdict says why, instead of "too close to its threshold"; the face says it too.
+    assert page.inner_text("#verdict") == "Uncertain"
+    help_text = page.inner_text("#verdict-help")
+    assert help_text == "Every face is under 1000 px wide: too small for the model to judge."
+    tracks = page.inner_text("#tracks")
+    width = a.report["tracks"][0]["box"][2] - a.report["tracks"][0]["box"][0]
+    assert "Too small" in tracks and f"too small to judge ({width} px)" in tracks
+    assert csp_violations == []
+
+
 def test_it_creates_shows_once_and_revokes_an_api_token(stack, page, hana, csp_violations):
     from rest_framework.authtoken.models import Token
 

@@ -15,9 +15,12 @@ from detector.verdict import (
     NO_FACE,
     REAL,
     UNCERTAIN,
+    clip_note,
     clip_verdict,
     confidence_for,
     label_for,
+    small_face_note,
+    track_label,
     track_probability,
 )
 from tests.media import moving_frames, write_clip
@@ -178,3 +181,35 @@ def test_it_averages_a_track_within_its_faces(probs):
     p = track_probability(probs)
     assert 0.0 <= p <= 1.0
     assert min(probs) - 1e-9 <= p <= max(probs) + 1e-9
+
+
+WIDTH = st.integers(min_value=1, max_value=400)
+
+
+@NO_DEADLINE
+@given(
+    tracks=st.lists(st.tuples(PROB, WIDTH), max_size=8),
+    t=THRESHOLD,
+    m=MARGIN,
+    min_face=st.integers(0, 200),
+)
+def test_it_judges_a_clip_on_the_faces_big_enough_to_judge(tracks, t, m, min_face):
+    probs, widths = [p for p, _ in tracks], [w for _, w in tracks]
+    label, _, _ = clip_verdict(probs, t, m, widths, min_face)
+    big = [p for p, w in tracks if w >= min_face]
+    # The verdict is the one the big faces alone give; only small faces is uncertain.
+    if not tracks:
+        assert label == NO_FACE
+    elif big:
+        assert label == clip_verdict(big, t, m)[0]
+    else:
+        assert label == UNCERTAIN
+    # A small track is never called fake or real, and says why; a big one is as before.
+    for p, w in tracks:
+        small = w < min_face
+        assert track_label(p, t, m, w, min_face) == (UNCERTAIN if small else label_for(p, t, m))
+        assert bool(small_face_note(w, min_face)) == small
+    # The clip's note is there iff some face was left out.
+    assert bool(clip_note(widths, min_face)) == (len(big) < len(tracks))
+    # 0 judges every face: the verdict without widths.
+    assert clip_verdict(probs, t, m, widths, 0)[0] == clip_verdict(probs, t, m)[0]

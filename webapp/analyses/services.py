@@ -210,7 +210,7 @@ def execute_analysis(analysis_id: str) -> str:
             report = analyse_video(
                 _local_copy(analysis, tmp),
                 bundle,
-                Options(frames=settings.VERITY_FRAMES),
+                Options(frames=settings.VERITY_FRAMES, min_face=settings.VERITY_MIN_FACE),
                 _Progress(analysis),
                 out_video,
                 artifacts=artifacts,

@@ -11,6 +11,8 @@ import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
+from detector.verdict import DEFAULT_MIN_FACE
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
@@ -159,6 +161,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10_485_760
 VERITY_MAX_UPLOAD_BYTES = env.int("VERITY_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
 VERITY_FRAMES = env.int("VERITY_FRAMES", default=32)
+# Faces narrower than this (px) are shown but not judged; 0 judges every face.
+VERITY_MIN_FACE = env.int("VERITY_MIN_FACE", default=DEFAULT_MIN_FACE)
 VERITY_MODEL_DIR = env.str("VERITY_MODEL_DIR", default=str(BASE_DIR / "models" / "default"))
 # What runs the network in the worker: auto (ONNX Runtime once verified against Keras
 # within 1e-3, else Keras), onnx or keras. Verified exports are cached in VERITY_CACHE_DIR.

@@ -13,6 +13,8 @@
   const SMALL_FACE_PX = 80;
   const SMALL_NOTE = `Every face behind this verdict is under ${SMALL_FACE_PX} px wide, where the model often calls real faces fake: look at those faces yourself before relying on it.`;
   const faceWidth = (t) => t.box[2] - t.box[0];
+  const smallText = (t) => t.note ? ` · too small to judge (${faceWidth(t)} px)` :
+    faceWidth(t) < SMALL_FACE_PX ? ` · small face (${faceWidth(t)} px)` : "";
   let state = JSON.parse(document.getElementById("initial-state").textContent);
   const id = state.id;
   let shown = false, ws = null, retries = 0, polling = null;
@@ -46,7 +48,9 @@
     $("model-version").textContent = `Model ${r.model.name} ${r.model.version}`;
     const fakes = r.tracks.filter(t => t.label === "fake");
     const onlySmall = v.label === "fake" && fakes.length > 0 && fakes.every(t => faceWidth(t) < SMALL_FACE_PX);
-    $("verdict-help").textContent = HELP[v.label] + (onlySmall ? " " + SMALL_NOTE : "");
+    // v.note (reports since the minimum face size) says which faces were too small to judge.
+    const help = v.note && v.label === "uncertain" && r.tracks.every(t => t.note) ? "" : HELP[v.label];
+    $("verdict-help").textContent = [help, v.note, onlySmall ? SMALL_NOTE : ""].filter(Boolean).join(" ");
     const player = $("player");
     player.src = `/analyses/${id}/video/`;
     drawChart(r, player);
@@ -76,8 +80,8 @@
     if (!r.tracks.length) { box.innerHTML = "<p class='muted'>No faces found.</p>"; return; }
     box.innerHTML = r.tracks.map(t => `<div class="track" data-track="${t.id}">
       <img src="/analyses/${id}/faces/${t.id}.jpg" alt="Face ${t.id + 1} crops" style="width:100%;border-radius:4px">
-      <p><strong>Face ${t.id + 1}</strong> <span class="badge ${t.label}">${LABELS[t.label]}</span></p>
-      <p class="muted">P(fake) ${t.fake_probability.toFixed(2)} · ${t.faces} frame(s)${faceWidth(t) < SMALL_FACE_PX ? ` · small face (${faceWidth(t)} px)` : ""}</p></div>`).join("");
+      <p><strong>Face ${t.id + 1}</strong> <span class="badge ${t.label}">${t.note ? "Too small" : LABELS[t.label]}</span></p>
+      <p class="muted">P(fake) ${t.fake_probability.toFixed(2)} · ${t.faces} frame(s)${smallText(t)}</p></div>`).join("");
   }
 
   async function poll() {
