@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import sys
@@ -209,6 +210,15 @@ def main() -> None:
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 
 
+def invocation() -> str:
+    """This run's command line as it was run: the Keras backend when one was chosen, and
+    the interpreter (relative to the working directory when it lies inside it)."""
+    env = [f"{k}={os.environ[k]}" for k in ("KERAS_BACKEND",) if k in os.environ]
+    exe = Path(sys.executable)
+    interpreter = str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else exe.name
+    return " ".join([*env, "PYTHONPATH=.", shlex.join([interpreter, *sys.argv])])
+
+
 def train_and_save(
     args: argparse.Namespace,
     work: Path,
@@ -241,7 +251,7 @@ def train_and_save(
             "parent_version": parent.meta.version,
             "parent_input_size": parent.input_size,
             "sources": sorted(set(train_set.sources.tolist())),
-            "command": "PYTHONPATH=. .venv/bin/python " + shlex.join(sys.argv),
+            "command": invocation(),
             **({"fresh_sbi_seed": fresh.seed} if fresh is not None else {}),
         },
     )

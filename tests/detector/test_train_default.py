@@ -103,3 +103,19 @@ def test_every_face_of_a_photo_is_a_real_face_sized_by_its_box(train_default, tm
         "images:photos, face 80 px and over",
     )
     assert faces.groups.tolist() == ["photos/astronaut.png"]
+
+
+def test_a_run_records_the_command_it_was_run_with(train_default, monkeypatch, tmp_path):
+    # The interpreter relative to the working directory, the script's own arguments, and
+    # the Keras backend when one was chosen (a GPU run on JAX says so).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_default.sys, "executable", str(tmp_path / ".venv/bin/python"))
+    monkeypatch.setattr(train_default.sys, "argv", ["scripts/train_default.py", "--pool", "a b"])
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    expected = "PYTHONPATH=. .venv/bin/python scripts/train_default.py --pool 'a b'"
+    assert train_default.invocation() == expected
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setattr(train_default.sys, "executable", "/usr/bin/python3")
+    assert train_default.invocation() == (
+        "KERAS_BACKEND=jax PYTHONPATH=. python3 scripts/train_default.py --pool 'a b'"
+    )
