@@ -108,7 +108,7 @@ def _analyze(args: argparse.Namespace) -> int:
         v = report.verdict
         print(
             f"{video}: {v.label} (p_fake={v.fake_probability:.3f}, {len(report.tracks)} face track(s), "
-            f"{report.timings['total']:.1f}s)",
+            f"{report.timings['total']:.1f}s)" + (f" {v.note}" if v.note else ""),
             file=sys.stderr,
         )
     return 1 if failures else 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.errors import BundleMismatch, RuntimeUnavailable
+from detector.errors import BundleMismatch
 from detector.runtime import RUNTIMES, Runner, keras_runner, load_onnx
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class ModelBundle:
                     path, self.input_size, batch_size, lambda: self.model
                 )
                 self.runtime = "onnx"
-            except RuntimeUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - "auto" falls back to the reference
                 if runtime == "onnx":
                     raise
                 log.warning("using the Keras runtime: %s", exc)

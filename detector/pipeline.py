@@ -46,7 +46,7 @@ class Artifacts:
 class Options:
     frames: int = 32
     detector: str = "hog"
-    # Tracks whose widest face is narrower than this many px are not judged (see
+    # Tracks whose largest face box is narrower than this many px are not judged (see
     # verdict.track_label); 0 judges every face.
     min_face: int = verdict.DEFAULT_MIN_FACE
     annotate_max_side: int = 1920
@@ -141,6 +141,7 @@ def analyse_video(
         label = verdict.track_label(
             p, meta.threshold, meta.uncertain_margin, biggest.width, options.min_face
         )
+        note = verdict.small_face_note(biggest.width, options.min_face)
         tracks.append(
             Track(
                 id=tid,
@@ -149,9 +150,10 @@ def analyse_video(
                 faces=len(items),
                 fake_probability=round(p, 5),
                 label=label,
-                confidence=round(verdict.confidence_for(p, label), 5),
+                # A face too small to judge claims nothing: confidence 0.
+                confidence=0.0 if note else round(verdict.confidence_for(p, label), 5),
                 box=biggest.to_list(),
-                note=verdict.small_face_note(biggest.width, options.min_face),
+                note=note,
             )
         )
     widths = [t.box[2] - t.box[0] for t in tracks]

@@ -9,6 +9,7 @@ contents, so a later process loads it without importing TensorFlow at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -159,7 +160,12 @@ def _cached(bundle_path: Path | None) -> tuple[Path, Path] | None:
 def _verified(paths: tuple[Path, Path] | None, tolerance: float) -> dict[str, Any] | None:
     if paths is None or not (paths[0].exists() and paths[1].exists()):
         return None
-    record = json.loads(paths[1].read_text())
+    try:
+        record = json.loads(paths[1].read_text())
+    except (OSError, ValueError):  # unreadable or pruned meanwhile: as if never exported
+        return None
+    if not isinstance(record, dict):
+        return None
     return record if record.get("max_abs_diff", 1.0) <= tolerance else None
 
 
@@ -205,7 +211,10 @@ def load_onnx(
             )
         record = _verified(paths, PARITY_TOLERANCE)
     if paths and record is not None:
-        return onnx_runner(paths[0], batch_size), record
+        runner = onnx_runner(paths[0], batch_size)
+        with contextlib.suppress(OSError):  # in use: newest for prune(), which keeps the newest
+            os.utime(paths[0])
+        return runner, record
     return export_verified(paths, input_size, batch_size, keras_model(), PARITY_TOLERANCE)
 
 
@@ -248,8 +257,11 @@ def export_verified(
         if paths is None or folder is None:
             return candidate, record
         try:
+            # The record goes in by rename too: a full disk leaves no half-written record.
+            staged = Path(tmp) / "record.json"
+            staged.write_text(json.dumps(record, indent=2) + "\n")
             os.replace(exported, paths[0])
-            paths[1].write_text(json.dumps(record, indent=2) + "\n")
+            os.replace(staged, paths[1])
         except OSError as exc:  # a read-only cache only costs the next process an export
             log.warning("could not cache the ONNX export in %s: %s", folder, exc)
             return candidate, record
@@ -260,7 +272,14 @@ def export_verified(
 
 def prune(folder: Path, keep: int = CACHE_KEEP) -> None:
     """Keep the newest `keep` exports: every retrained bundle adds one of about 80 MB."""
-    exports = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except FileNotFoundError:  # another process pruned it first
+            return 0.0
+
+    exports = sorted(folder.glob("*.onnx"), key=mtime, reverse=True)
     for old in exports[keep:]:
         for f in (old, old.with_suffix(".json")):
             f.unlink(missing_ok=True)

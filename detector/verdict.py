@@ -8,7 +8,7 @@ import numpy as np
 
 FAKE, REAL, UNCERTAIN, NO_FACE = "fake", "real", "uncertain", "no_face"
 
-# Faces narrower than this (px, the widest box of a track) are not judged by default: on
+# Faces narrower than this (px: the width of a track's largest box) are not judged by default: on
 # real faces under 80 px wide in group photos the shipped model calls half of them Fake, and
 # the same faces shrunk to 80 px or less are called Fake more often still, while its AUC on
 # face manipulations falls (scripts/face_size_study.py; the model card's "Small faces").
@@ -47,7 +47,7 @@ def track_probability(probs: Sequence[float]) -> float:
 
 
 def track_label(p: float, threshold: float, margin: float, width: int, min_face: int) -> str:
-    """A track's label: as `label_for`, except that a track whose widest face is narrower
+    """A track's label: as `label_for`, except that a track whose largest face box is narrower
     than `min_face` px is too small to judge and stays uncertain (0 turns this off)."""
     if width < min_face:
         return UNCERTAIN
@@ -82,7 +82,7 @@ def clip_verdict(
     """(label, fake_probability, confidence) for a clip.
 
     One fake track makes the clip fake; no face at all is `no_face`, never real. Given each
-    track's widest face (`widths`), only tracks at least `min_face` px wide decide; a clip
+    track's largest box (`widths`), only tracks at least `min_face` px wide decide; a clip
     whose faces are all narrower is uncertain.
     """
     if len(track_probs) == 0:
@@ -90,9 +90,8 @@ def clip_verdict(
     if widths is None:
         widths = [min_face] * len(track_probs)
     judged = [p for p, w in zip(track_probs, widths, strict=True) if w >= min_face]
-    if not judged:
-        p_max = float(max(track_probs))
-        return UNCERTAIN, p_max, confidence_for(p_max, UNCERTAIN)
+    if not judged:  # nothing was judged, so nothing is claimed: confidence 0
+        return UNCERTAIN, float(max(track_probs)), 0.0
     labels = [label_for(p, threshold, margin) for p in judged]
     p_max = float(max(judged))
     if FAKE in labels:

@@ -145,7 +145,7 @@ def main() -> None:
     rows = reports(bundle, Path(args.work) / bundle.meta.version)
 
     print(f"\nmodel {bundle.meta.name} {bundle.meta.version}; threshold {t:.3f} ± {m:.3f}")
-    print("\nPer clip (at min_face 0): verdict, tracks, widest face of each track in px")
+    print("\nPer clip (at min_face 0): verdict, tracks, width of each track's largest box in px")
     for _group, label, path, r in rows:
         tracks = ", ".join(
             f"{tr['label'][0].upper()}{tr['fake_probability']:.2f}@{w}"

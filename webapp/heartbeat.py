@@ -26,9 +26,11 @@ class Heartbeat:
     def _run(self) -> None:
         try:
             while not self._stop.wait(self.interval):
-                self.rows.update(heartbeat=timezone.now())
-        except Exception:  # noqa: BLE001 - a lost heartbeat only delays recovery
-            log.warning("%s stopped", self._thread.name, exc_info=True)
+                try:
+                    self.rows.update(heartbeat=timezone.now())
+                except Exception:  # noqa: BLE001 - one missed beat; the next may work
+                    log.warning("%s: a beat failed", self._thread.name, exc_info=True)
+                    connection.close()  # a broken connection is reopened on the next beat
         finally:
             connection.close()  # this thread's own connection
 

@@ -8,6 +8,7 @@ from worker.celery import CeleryQueue
 
 
 @shared_task(
+    bind=True,
     name="worker.tasks.run_analysis",
     queue=CeleryQueue.INFERENCE.value,
     acks_late=True,
@@ -16,21 +17,27 @@ from worker.celery import CeleryQueue
     soft_time_limit=30 * 60,
     time_limit=32 * 60,
 )
-def run_analysis(analysis_id: str) -> str:
+def run_analysis(self, analysis_id: str) -> str:
     from webapp.analyses.services import DEFERRED, execute_analysis
 
     outcome = execute_analysis(analysis_id)
     if outcome == DEFERRED:
-        # The owner is at their running limit: try again shortly, without holding the worker.
-        run_analysis.apply_async((analysis_id,), countdown=5)
+        # The owner is at their running limit: try again shortly, without holding the
+        # worker, and with this delivery's time limits (scaled to the clip's length).
+        hard, soft = self.request.timelimit or (None, None)
+        run_analysis.apply_async((analysis_id,), countdown=5, time_limit=hard, soft_time_limit=soft)
     return outcome
 
 
 @shared_task(name="worker.tasks.reap_stale_analyses", queue=CeleryQueue.DEFAULT.value)
 def reap_stale_analyses() -> dict[str, int]:
     from webapp.analyses.services import reap_stale
+    from webapp.training.services import reap_stale_runs
 
-    return reap_stale()
+    # One beat entry for both job tables (its name predates the training reaper).
+    counts = reap_stale()
+    counts.update({f"training_{k}": v for k, v in reap_stale_runs().items()})
+    return counts
 
 
 @shared_task(

@@ -103,6 +103,7 @@ def test_it_does_not_judge_faces_under_the_minimum_width(astro_clip, tiny_bundle
     track = small.tracks[0]
     assert track.fake_probability == judged.tracks[0].fake_probability
     assert track.label == "uncertain" and f"{width} px wide" in track.note
+    assert track.confidence == 0.0 and small.verdict.confidence == 0.0
     assert small.verdict.label == "uncertain"
     assert (
         small.verdict.note

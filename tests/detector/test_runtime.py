@@ -160,3 +160,33 @@ def test_it_pre_exports_from_the_command_line_only_once(shipped_onnx, cache):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["max_abs_diff"] <= runtime.PARITY_TOLERANCE
     assert exported.stat().st_mtime_ns == before
+
+
+def test_a_damaged_cache_record_means_export_again_not_a_failure(tmp_path):
+    # A record cut short (a full disk, from before records were renamed into place) or
+    # removed by another process's prune reads as "not exported", never as an error.
+    onnx, record = tmp_path / "k.onnx", tmp_path / "k.json"
+    onnx.write_bytes(b"x")
+    for text in ('{"max_abs_diff": 1e-', "", "[]"):
+        record.write_text(text)
+        assert runtime._verified((onnx, record), 1e-3) is None
+    record.write_text(json.dumps({"max_abs_diff": 1e-5}))
+    assert runtime._verified((onnx, record), 1e-3) == {"max_abs_diff": 1e-5}
+    record.unlink()
+    assert runtime._verified((onnx, record), 1e-3) is None
+
+
+def test_pruning_tolerates_exports_another_process_removed(tmp_path, monkeypatch):
+    for i in range(3):
+        (tmp_path / f"{i}.onnx").write_bytes(b"x")
+        os.utime(tmp_path / f"{i}.onnx", (1000 + i, 1000 + i))
+    real_glob = Path.glob
+
+    def glob_then_vanish(self, pattern):
+        found = list(real_glob(self, pattern))
+        (tmp_path / "0.onnx").unlink()  # pruned by another process meanwhile
+        return found
+
+    monkeypatch.setattr(Path, "glob", glob_then_vanish)
+    runtime.prune(tmp_path, keep=1)
+    assert [p.name for p in real_glob(tmp_path, "*.onnx")] == ["2.onnx"]

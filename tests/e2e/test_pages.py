@@ -188,11 +188,15 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
 
     # The verdict says why, instead of "too close to its threshold"; the face says it too.
     assert page.inner_text("#verdict") == "Uncertain"
+    assert page.inner_text("#confidence").startswith("Not judged · fake probability")
     help_text = page.inner_text("#verdict-help")
     assert help_text == "Every face is under 1000 px wide: too small for the model to judge."
     tracks = page.inner_text("#tracks")
     width = a.report["tracks"][0]["box"][2] - a.report["tracks"][0]["box"][0]
     assert "Too small" in tracks and f"too small to judge ({width} px)" in tracks
+    # The history says so too.
+    page.goto(f"{stack.url}/")
+    assert "Uncertain (faces too small)" in page.inner_text("table.list")
     assert csp_violations == []
 
 

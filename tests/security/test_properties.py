@@ -195,7 +195,7 @@ WIDTH = st.integers(min_value=1, max_value=400)
 )
 def test_it_judges_a_clip_on_the_faces_big_enough_to_judge(tracks, t, m, min_face):
     probs, widths = [p for p, _ in tracks], [w for _, w in tracks]
-    label, _, _ = clip_verdict(probs, t, m, widths, min_face)
+    label, _, confidence = clip_verdict(probs, t, m, widths, min_face)
     big = [p for p, w in tracks if w >= min_face]
     # The verdict is the one the big faces alone give; only small faces is uncertain.
     if not tracks:
@@ -203,7 +203,8 @@ def test_it_judges_a_clip_on_the_faces_big_enough_to_judge(tracks, t, m, min_fac
     elif big:
         assert label == clip_verdict(big, t, m)[0]
     else:
-        assert label == UNCERTAIN
+        # Nothing judged, nothing claimed.
+        assert label == UNCERTAIN and confidence == 0.0
     # A small track is never called fake or real, and says why; a big one is as before.
     for p, w in tracks:
         small = w < min_face

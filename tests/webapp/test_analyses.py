@@ -52,6 +52,27 @@ def test_it_rejects_files_that_are_not_videos_by_content(alice_client, name, con
     assert not Analysis.objects.exists()
 
 
+def test_the_upload_form_takes_a_minimum_face_width(alice_client, astro_clip, settings):
+    # The form shows the site's default; empty, it stores none (the default applies when
+    # the analysis runs); a number is stored on the row.
+    settings.VERITY_MIN_FACE = 72
+    page = alice_client.get("/analyses/new/").content.decode()
+    assert 'name="min_face"' in page and 'placeholder="72"' in page
+    alice_client.post("/analyses/new/", {"file": _mp4(astro_clip), "min_face": ""})
+    alice_client.post("/analyses/new/", {"file": _mp4(astro_clip), "min_face": "0"})
+    assert [a.min_face for a in Analysis.objects.order_by("created")] == [None, 0]
+
+    # A bad value is refused with the reason, and nothing is created.
+    resp = alice_client.post(
+        "/analyses/new/", {"file": _mp4(astro_clip), "min_face": "-5"}, follow=True
+    )
+    assert "a whole number from 0 to 2000" in resp.content.decode()
+    # Digits that are not ASCII ("²") are refused the same way, not a server error.
+    resp = alice_client.post("/analyses/new/", {"file": _mp4(astro_clip), "min_face": "²"})
+    assert resp.status_code == 200 and "a whole number from 0 to 2000" in resp.content.decode()
+    assert Analysis.objects.count() == 2
+
+
 def test_it_refuses_uploads_over_the_size_limit(alice_client, astro_clip, settings):
     settings.VERITY_MAX_UPLOAD_BYTES = 1000
     resp = alice_client.post(

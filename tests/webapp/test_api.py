@@ -70,6 +70,28 @@ def test_it_rejects_a_non_video_with_a_message(api):
     assert api.post("/api/analyses/", {}, format="multipart").status_code == 400
 
 
+def test_it_takes_a_minimum_face_width_per_analysis(api, astro_clip):
+    def post(**extra):
+        clip = SimpleUploadedFile("a.mp4", astro_clip.read_bytes())
+        return api.post("/api/analyses/", {"file": clip, **extra}, format="multipart")
+
+    # Given, it is stored on the row and returned; not given, null (the site's default).
+    resp = post(min_face="0")
+    assert resp.status_code == 201 and resp.json()["min_face"] == 0
+    assert Analysis.objects.get(id=resp.json()["id"]).min_face == 0
+    resp = post()
+    assert resp.status_code == 201 and resp.json()["min_face"] is None
+
+    # Anything but a whole number of pixels from 0 to 2000 is refused with a message, and
+    # nothing is created.
+    before = Analysis.objects.count()
+    for bad in ("-1", "12.5", "abc", "2001"):
+        resp = post(min_face=bad)
+        assert resp.status_code == 400, bad
+        assert "min_face is the narrowest face width to judge" in resp.json()["error"]
+    assert Analysis.objects.count() == before
+
+
 def test_it_lists_only_the_callers_analyses_paginated(api, alice, bob):
     mine = [make_analysis(alice) for _ in range(3)]
     theirs = make_analysis(bob)

@@ -109,10 +109,13 @@ def test_an_upgrade_that_replaces_the_shipped_files_gets_a_version_of_its_own(
     assert ModelVersion.objects.filter(status="active").count() == 1
     assert registry.active_bundle_path() == str(shipped_dir)
 
-    # Later calls change nothing, and the old version cannot come back.
+    # Later calls change nothing, and the old version cannot come back: a rollback does not
+    # land on it, and promoting it says why.
     assert registry.ensure_registered().pk == new.pk and ModelVersion.objects.count() == 2
-    with pytest.raises(registry.PromotionError, match="replaced by an upgrade"):
+    with pytest.raises(registry.PromotionError, match="no previous version"):
         registry.rollback()
+    with pytest.raises(registry.PromotionError, match="replaced by an upgrade"):
+        registry.promote(old.pk)
     html = staff_client.get("/staff/models/").content.decode()
     assert 'data-version="tiny-1.1"' in html and 'data-version="tiny-1"' in html
 
@@ -493,6 +496,102 @@ def test_it_stops_a_run_cancelled_while_it_extracts(
     run.refresh_from_db()
     assert run.error.startswith("Cancelled by sam") and "stopped: cancelled" in run.log
     assert ModelVersion.objects.get(status="active") == shipped
+
+
+def test_the_reaper_requeues_a_silent_run_fails_it_on_its_last_attempt_and_resends_a_lost_one(
+    staff, settings, tmp_path, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.training.services import models_dir, reap_stale_runs
+
+    settings.VAR_DIR = tmp_path / "var"
+    sent = []
+    monkeypatch.setattr(
+        "worker.tasks.run_training.apply_async", lambda args, **kw: sent.append(args[0])
+    )
+    old = timezone.now() - timedelta(hours=2)
+    running = TrainingRun.Status.RUNNING
+    dead = TrainingRun.objects.create(status=running, attempts=1, heartbeat=old)
+    half_made = models_dir() / "half-made"
+    half_made.mkdir(parents=True)
+    version = ModelVersion.objects.create(
+        version="half-made", bundle_path=str(half_made), status=ModelVersion.Status.TRAINING
+    )
+    hopeless = TrainingRun.objects.create(
+        status=running, attempts=settings.VERITY_MAX_ATTEMPTS, heartbeat=old, model_version=version
+    )
+    alive = TrainingRun.objects.create(status=running, attempts=1, heartbeat=timezone.now())
+    lost = TrainingRun.objects.create(heartbeat=old)  # queued, its message gone
+
+    assert reap_stale_runs() == {"failed": 1, "requeued": 1, "resent": 1}
+    for r in (dead, hopeless, alive, lost):
+        r.refresh_from_db()
+    # The silent run is queued again and sent; the lost one sent again; the live one untouched.
+    assert dead.status == "queued" and sorted(sent) == sorted([dead.id, lost.id])
+    assert alive.status == "running" and lost.status == "queued"
+    # The run that kept dying says why, and its half-made version is failed and removed.
+    assert hopeless.status == "failed" and "stopped 3 times" in hopeless.error
+    version.refresh_from_db()
+    assert version.status == "failed" and not half_made.exists()
+    # Once sent, nothing is sent again on the next pass.
+    assert reap_stale_runs() == {"failed": 0, "requeued": 0, "resent": 0}
+
+
+def test_a_retried_run_discards_the_version_its_dead_attempt_left(
+    staff, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks, settings
+):
+    from webapp.training.services import models_dir
+
+    settings.VAR_DIR = tmp_path / "var"
+    registry.ensure_registered()
+    data_dir = face_folder(tmp_path / "faces", 4)
+    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
+    with django_capture_on_commit_callbacks():
+        run = start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+    # Attempt 1 made its version and died (its worker was killed): the row points at it.
+    left = models_dir() / "attempt-1"
+    left.mkdir(parents=True)
+    first = ModelVersion.objects.create(
+        version="attempt-1", bundle_path=str(left), status=ModelVersion.Status.TRAINING
+    )
+    TrainingRun.objects.filter(id=run.id).update(model_version=first, attempts=1)
+
+    assert execute_training_run(run.id) == "done"
+    run.refresh_from_db()
+    first.refresh_from_db()
+    assert first.status == "failed" and "Superseded by attempt 2" in first.meta["error"]
+    assert not left.exists()
+    assert run.model_version.status == "ready" and run.model_version_id != first.id
+    assert not ModelVersion.objects.filter(status="training").exists()
+
+
+def test_a_run_deleted_while_it_trains_is_cleaned_up(
+    staff, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch
+):
+    from detector import training
+
+    settings.VAR_DIR = tmp_path / "var"
+    registry.ensure_registered()
+    data_dir = face_folder(tmp_path / "faces", 4)
+    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
+    with django_capture_on_commit_callbacks():
+        run = start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+    real_train = training.train
+
+    def delete_then_train(*args, **kwargs):
+        # Staff delete the run in the admin once its version exists.
+        TrainingRun.objects.filter(id=run.id).delete()
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", delete_then_train)
+    assert execute_training_run(run.id) == "missing"
+    # Its version is failed and its files and work folder are gone.
+    made = ModelVersion.objects.exclude(status="active").get()
+    assert made.status == "failed" and not Path(made.bundle_path).exists()
+    assert not (tmp_path / "var" / "training" / f"run-{run.id}").exists()
 
 
 # ---- a real run through the training queue -------------------------------------------

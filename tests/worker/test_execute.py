@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pytest
 from django.core.files.base import ContentFile
 
 from tests.webapp.conftest import make_analysis
-from webapp.analyses import services
+from webapp.analyses import services, submit
 from webapp.analyses.models import Analysis, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,6 +115,31 @@ def test_it_gives_up_after_too_many_attempts(owner, tiny_model_dir):
     assert a.error_code == "too_many_attempts"
 
 
+def test_a_duplicate_delivery_leaves_a_live_job_on_its_last_attempt_alone(owner, tiny_model_dir):
+    from django.utils import timezone
+
+    # Its worker is alive (fresh heartbeat): a second message for it must not fail it.
+    a = make_analysis(owner, status=Status.RUNNING, attempts=3, heartbeat=timezone.now())
+    assert services.execute_analysis(str(a.id)) == Status.RUNNING
+    a.refresh_from_db()
+    assert a.status == Status.RUNNING and a.error_code == ""
+
+
+def test_it_says_missing_when_the_row_is_deleted_while_it_runs(
+    owner, astro_clip, tiny_model_dir, monkeypatch
+):
+    a = make_analysis(owner, astro_clip.read_bytes())
+    real = services.analyse_video
+
+    def deleted_first(*args, **kwargs):
+        # The owner deletes it as it starts: the next progress update finds no row.
+        Analysis.objects.filter(id=a.id).delete()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "analyse_video", deleted_first)
+    assert services.execute_analysis(str(a.id)) == "missing"
+
+
 def test_the_annotated_file_is_stored_through_the_storage_api(owner, astro_clip, tiny_model_dir):
     a = make_analysis(owner, astro_clip.read_bytes())
     a.annotated.save("stale.mp4", ContentFile(b"old"), save=True)
@@ -129,11 +155,15 @@ def test_it_defers_a_job_while_its_owner_is_at_the_running_limit(
 
     settings.VERITY_MAX_RUNNING_PER_USER = 1
     make_analysis(owner, status=Status.RUNNING, heartbeat=timezone.now())
-    waiting = make_analysis(owner, astro_clip.read_bytes())
+    long_ago = timezone.now() - timedelta(hours=1)
+    waiting = make_analysis(owner, astro_clip.read_bytes(), heartbeat=long_ago)
     # Not started: it waits (the task re-sends itself) while another of theirs runs.
     assert services.execute_analysis(str(waiting.id)) == services.DEFERRED
     waiting.refresh_from_db()
     assert waiting.status == Status.QUEUED and waiting.attempts == 0
+    # Its heartbeat says a message for it is alive, so the reaper does not send another.
+    assert waiting.heartbeat > long_ago
+    assert services.reap_stale()["resent"] == 0
 
 
 def test_the_reaper_requeues_a_job_whose_worker_died_and_fails_it_after_too_many(
@@ -143,10 +173,13 @@ def test_the_reaper_requeues_a_job_whose_worker_died_and_fails_it_after_too_many
 
     from django.utils import timezone
 
-    sent = []
-    monkeypatch.setattr(
-        "worker.tasks.run_analysis.apply_async", lambda args, **kw: sent.append(args[0])
-    )
+    sent, limits = [], []
+
+    def apply_async(args, **kw):
+        sent.append(args[0])
+        limits.append((kw.get("soft_time_limit"), kw.get("time_limit")))
+
+    monkeypatch.setattr("worker.tasks.run_analysis.apply_async", apply_async)
     old = timezone.now() - timedelta(seconds=settings.VERITY_STALE_SECONDS + 5)
     dead = make_analysis(owner, status=Status.RUNNING, attempts=1)
     hopeless = make_analysis(owner, status=Status.RUNNING, attempts=settings.VERITY_MAX_ATTEMPTS)
@@ -159,5 +192,54 @@ def test_the_reaper_requeues_a_job_whose_worker_died_and_fails_it_after_too_many
     dead.refresh_from_db(), hopeless.refresh_from_db(), alive.refresh_from_db()
     # The dead worker's job is queued again and re-sent; the hopeless one says why it failed.
     assert dead.status == Status.QUEUED and sent == [str(dead.id)]
+    # With time limits scaled to the clip, as when it was first sent (unreadable here).
+    assert limits == [submit.time_limits(None)]
     assert hopeless.status == Status.FAILED and hopeless.error_code == "too_many_attempts"
     assert alive.status == Status.RUNNING
+
+
+def test_it_judges_faces_by_the_analysis_minimum_width_or_the_sites(
+    owner, astro_clip, tiny_model_dir, settings
+):
+    # The site's default: above the astronaut's face width, so it is not judged.
+    settings.VERITY_MIN_FACE = 1000
+    a = make_analysis(owner, astro_clip.read_bytes())
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    assert a.report["options"]["min_face"] == 1000
+    assert a.verdict_label == "uncertain" and "under 1000 px" in a.verdict["note"]
+    assert a.report["tracks"][0]["note"]
+
+    # An analysis that asked for every face to be judged is, whatever the site's default.
+    b = make_analysis(owner, astro_clip.read_bytes())
+    Analysis.objects.filter(id=b.id).update(min_face=0)
+    assert services.execute_analysis(str(b.id)) == Status.DONE
+    b.refresh_from_db()
+    assert b.report["options"]["min_face"] == 0
+    assert b.verdict["note"] == "" and b.report["tracks"][0]["note"] == ""
+
+
+def test_the_heartbeat_keeps_beating_after_a_failed_beat():
+    import threading
+
+    from webapp.heartbeat import Heartbeat
+
+    class Rows:
+        """Fails its first update (a dropped database connection), then counts."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.third = threading.Event()
+
+        def update(self, **fields) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("connection reset")
+            if self.calls >= 3:
+                self.third.set()
+            return 1
+
+    rows = Rows()
+    with Heartbeat(rows, 0.01, "test-heartbeat"):
+        # Beats go on after the failure.
+        assert rows.third.wait(5)

@@ -72,6 +72,9 @@ class Analysis(JobRow):
     thumbnail = models.FileField(upload_to=result_path, max_length=300, blank=True)
     duration = models.FloatField(null=True, blank=True)
     model_version = models.CharField(max_length=64, blank=True, default="")
+    # Faces narrower than this (px) are shown but not judged; null: the site's
+    # VERITY_MIN_FACE when the analysis runs.
+    min_face = models.PositiveSmallIntegerField(null=True, blank=True)
     # The truth as the owner knows it, for retraining: "", "real" or "fake".
     user_label = models.CharField(
         max_length=8, choices=UserLabel.choices, blank=True, default="", db_index=True
@@ -98,6 +101,8 @@ class Analysis(JobRow):
         label = VERDICT_LABELS.get(self.verdict.get("label", ""), "")
         if self.verdict.get("label") == "no_face":
             return label
+        if self.verdict.get("label") == "uncertain" and not self.verdict.get("confidence"):
+            return f"{label} (faces too small)" if self.verdict.get("note") else label
         return f"{label} {round(100 * float(self.verdict.get('confidence', 0)))}%"
 
     def delete_result_files(self) -> None:

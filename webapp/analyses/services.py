@@ -23,6 +23,7 @@ from detector.errors import Cancelled, DetectorError
 from detector.model import ModelBundle
 from detector.pipeline import Artifacts, Options, analyse_video
 from webapp.analyses.models import FINISHED, Analysis, Status
+from webapp.analyses.submit import send
 from webapp.heartbeat import Heartbeat
 from webapp.live.publish import publish_analysis
 
@@ -62,8 +63,6 @@ def reap_stale() -> dict[str, int]:
       queue, e.g. Redis restarted without persistence). Duplicates are harmless: the
       claim is a conditional update.
     """
-    from worker.tasks import run_analysis
-
     cutoff = timezone.now() - stale_after()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     for a in Analysis.objects.filter(status=Status.RUNNING, heartbeat__lt=cutoff).defer("report"):
@@ -85,17 +84,17 @@ def reap_stale() -> dict[str, int]:
             heartbeat=timezone.now(),
             error="Its worker stopped; queued again.",
         ):
-            run_analysis.apply_async((str(a.id),))
+            send(a)
             counts["requeued"] += 1
             publish_analysis(a)
     resend_cutoff = timezone.now() - timedelta(seconds=settings.VERITY_RESEND_QUEUED_SECONDS)
     for a in Analysis.objects.filter(status=Status.QUEUED, heartbeat__lt=resend_cutoff).only(
-        "id", "heartbeat"
+        "id", "heartbeat", "original"
     ):
         if Analysis.objects.filter(id=a.id, status=Status.QUEUED, heartbeat=a.heartbeat).update(
             heartbeat=timezone.now()
         ):
-            run_analysis.apply_async((str(a.id),))
+            send(a)
             counts["resent"] += 1
     if any(counts.values()):
         log.warning("reaper: %s", counts)
@@ -176,7 +175,12 @@ def execute_analysis(analysis_id: str) -> str:
         return "missing"
     if analysis.status in FINISHED:
         return analysis.status
-    if analysis.attempts >= settings.VERITY_MAX_ATTEMPTS and analysis.status == Status.RUNNING:
+    silent = analysis.heartbeat is None or timezone.now() - analysis.heartbeat > stale_after()
+    if (
+        analysis.attempts >= settings.VERITY_MAX_ATTEMPTS
+        and analysis.status == Status.RUNNING
+        and silent  # a live worker holds it: this delivery is a duplicate (claim says no)
+    ):
         analysis.transition(
             Status.RUNNING,
             Status.FAILED,
@@ -189,6 +193,11 @@ def execute_analysis(analysis_id: str) -> str:
         id=analysis.id
     )
     if analysis.status == Status.QUEUED and running.count() >= settings.VERITY_MAX_RUNNING_PER_USER:
+        # The caller sends it again shortly; the fresh heartbeat tells the reaper that a
+        # message for it is alive, so it does not start a second chain of re-sends.
+        Analysis.objects.filter(id=analysis.id, status=Status.QUEUED).update(
+            heartbeat=timezone.now()
+        )
         return DEFERRED
     if not analysis.claim(stale_after(), error=""):
         return analysis.status
@@ -210,7 +219,12 @@ def execute_analysis(analysis_id: str) -> str:
             report = analyse_video(
                 _local_copy(analysis, tmp),
                 bundle,
-                Options(frames=settings.VERITY_FRAMES, min_face=settings.VERITY_MIN_FACE),
+                Options(
+                    frames=settings.VERITY_FRAMES,
+                    min_face=(
+                        settings.VERITY_MIN_FACE if analysis.min_face is None else analysis.min_face
+                    ),
+                ),
                 _Progress(analysis),
                 out_video,
                 artifacts=artifacts,
@@ -261,7 +275,11 @@ def execute_analysis(analysis_id: str) -> str:
                 error_code="internal_error",
                 stage="failed",
             )
-    analysis.refresh_from_db()
+    try:
+        analysis.refresh_from_db()
+    except Analysis.DoesNotExist:  # deleted by its owner while it ran
+        log.info("analysis %s was deleted while it ran", analysis_id)
+        return "missing"
     publish_analysis(analysis)
     log.info("analysis %s: %s", analysis.id, analysis.status)
     return analysis.status

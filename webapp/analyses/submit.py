@@ -23,8 +23,26 @@ def safe_display_name(name: str) -> str:
     return base
 
 
-def create_analysis(user, upload: UploadedFile) -> Analysis:
-    """Validate, store and enqueue. Raises RejectedUpload with a message for people."""
+MAX_MIN_FACE = 2000
+
+
+def parse_min_face(value: object) -> int | None:
+    """The minimum face width a client asked for: None when it sent none (the site's
+    default applies), else a whole number of pixels from 0 to MAX_MIN_FACE."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_MIN_FACE:
+        raise RejectedUpload(
+            f"min_face is the narrowest face width to judge, in pixels: a whole number from 0 "
+            f"to {MAX_MIN_FACE} (0 judges every face), not {text[:20]!r}."
+        )
+    return int(text)
+
+
+def create_analysis(user, upload: UploadedFile, min_face: int | None = None) -> Analysis:
+    """Validate, store and enqueue. Raises RejectedUpload with a message for people.
+    `min_face`: see parse_min_face."""
     validate_upload(upload.file, upload.size or 0, settings.VERITY_MAX_UPLOAD_BYTES)
     active = Analysis.objects.filter(owner=user, status__in=ACTIVE).count()
     if active >= settings.VERITY_MAX_QUEUED_PER_USER:
@@ -38,6 +56,7 @@ def create_analysis(user, upload: UploadedFile) -> Analysis:
             owner=user,
             original_name=safe_display_name(upload.name or "upload"),
             size=upload.size or 0,
+            min_face=min_face,
         )
         # Streams the temporary upload file into storage in chunks.
         analysis.original.save(upload.name or "upload", upload, save=False)
@@ -72,6 +91,14 @@ def enqueue(analysis: Analysis) -> None:
 
     soft, hard = time_limits(clip_duration(analysis))
     run_analysis.apply_async_on_commit((str(analysis.id),), soft_time_limit=soft, time_limit=hard)
+
+
+def send(analysis: Analysis) -> None:
+    """Send the job now (the reaper's re-sends), with the same limits as `enqueue`."""
+    from worker.tasks import run_analysis
+
+    soft, hard = time_limits(clip_duration(analysis))
+    run_analysis.apply_async((str(analysis.id),), soft_time_limit=soft, time_limit=hard)
 
 
 def rerun_analysis(analysis: Analysis) -> None:

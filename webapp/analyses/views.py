@@ -13,7 +13,13 @@ from django.views.decorators.http import require_POST
 
 from webapp.analyses.media import serve_file
 from webapp.analyses.models import ACTIVE, VERDICT_LABELS, Analysis, Status, UserLabel
-from webapp.analyses.submit import create_analysis, delete_analysis, rerun_analysis
+from webapp.analyses.submit import (
+    MAX_MIN_FACE,
+    create_analysis,
+    delete_analysis,
+    parse_min_face,
+    rerun_analysis,
+)
 from webapp.analyses.validation import RejectedUpload
 from webapp.live.publish import publish_analysis
 
@@ -60,7 +66,8 @@ def upload(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose a video file to upload.")
         else:
             try:
-                analysis = create_analysis(request.user, f)
+                min_face = parse_min_face(request.POST.get("min_face"))
+                analysis = create_analysis(request.user, f, min_face)
             except RejectedUpload as exc:
                 if request.headers.get("Accept") == "application/json":
                     return JsonResponse({"error": str(exc)}, status=400)
@@ -77,6 +84,8 @@ def upload(request: HttpRequest) -> HttpResponse:
         {
             "max_bytes": settings.VERITY_MAX_UPLOAD_BYTES,
             "max_mb": settings.VERITY_MAX_UPLOAD_BYTES // 1_000_000,
+            "min_face": settings.VERITY_MIN_FACE,
+            "max_min_face": MAX_MIN_FACE,
         },
     )
 

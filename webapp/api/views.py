@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from webapp.analyses.media import serve_file
 from webapp.analyses.models import ACTIVE, Analysis, Status
-from webapp.analyses.submit import create_analysis, delete_analysis
+from webapp.analyses.submit import create_analysis, delete_analysis, parse_min_face
 from webapp.analyses.validation import RejectedUpload
 from webapp.api.serializers import AnalysisSerializer
 
@@ -45,7 +45,9 @@ class AnalysisViewSet(
         if f is None:
             return Response({"error": "Send the clip as the multipart field 'file'."}, status=400)
         try:
-            analysis = create_analysis(request.user, f)
+            analysis = create_analysis(
+                request.user, f, parse_min_face(request.data.get("min_face"))
+            )
         except RejectedUpload as exc:
             return Response({"error": str(exc)}, status=400)
         return Response(AnalysisSerializer(analysis).data, status=status.HTTP_201_CREATED)

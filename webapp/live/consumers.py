@@ -40,13 +40,17 @@ class RowConsumer(AsyncJsonWebsocketConsumer):
         if not self.allowed(user):
             await self.close(code=4403)
             return
+        # Subscribe before reading the row: a change published in between is then
+        # delivered after the state below, never lost (a final "done" included).
+        group = self.group_for(self.scope["url_route"]["kwargs"]["pk"])
+        await self.channel_layer.group_add(group, self.channel_name)
         state = await self._state()
         if state is None:
             # Someone else's row, or none: the same refusal, no hint which.
+            await self.channel_layer.group_discard(group, self.channel_name)
             await self.close(code=4404)
             return
-        self.group = self.group_for(self.scope["url_route"]["kwargs"]["pk"])
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.group = group
         await self.accept()
         # A late or reconnecting page is never stale: send the row as it is now.
         await self.send_json(state)

@@ -161,8 +161,10 @@ def previous_version():
     """The version that was active before the current one (the latest activated retired)."""
     from webapp.training.models import ModelVersion
 
+    # A row whose files an upgrade replaced (no path) cannot serve: skip it.
     return (
         ModelVersion.objects.filter(status=ModelVersion.Status.RETIRED, activated__isnull=False)
+        .exclude(bundle_path="")
         .order_by("-activated")
         .first()
     )

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from detector.errors import Cancelled, DetectorError
+from detector.errors import Cancelled
 from detector.metrics import auc_difference
 from detector.model import ModelBundle
 from webapp.heartbeat import Heartbeat
@@ -284,6 +284,10 @@ def execute_training_run(run_id: int) -> str:
         return "missing"
     if run.status in RUN_FINISHED:
         return run.status
+    if run.attempts >= settings.VERITY_MAX_ATTEMPTS and _silent(run):
+        # Its workers keep dying (killed for memory, most likely): stop trying.
+        _give_up(run)
+        return run.status
     if not run.claim(STALE_AFTER):
         return BUSY
     publish_training_run(run)
@@ -298,10 +302,11 @@ def execute_training_run(run_id: int) -> str:
         with heartbeat, tempfile.TemporaryDirectory(prefix="verity-train-") as tmp:
             _train(run, Path(tmp), work)
     except Cancelled:
-        run.refresh_from_db()
-        run.append_log("stopped: cancelled")
-        if run.status == RunStatus.RUNNING:
-            run.transition(RunStatus.RUNNING, RunStatus.CANCELLED, error="Cancelled.")
+        if TrainingRun.objects.filter(id=run.id).exists():  # else deleted: nothing to record
+            run.refresh_from_db()
+            run.append_log("stopped: cancelled")
+            if run.status == RunStatus.RUNNING:
+                run.transition(RunStatus.RUNNING, RunStatus.CANCELLED, error="Cancelled.")
     except Exception as exc:  # noqa: BLE001 - record it; the worker lives on
         from celery.exceptions import SoftTimeLimitExceeded
 
@@ -320,21 +325,88 @@ def execute_training_run(run_id: int) -> str:
             stage="failed",
         )
     finally:
-        run.refresh_from_db()
-        if run.status != RunStatus.DONE and run.model_version_id:
+        # Deleted by staff while it ran: clean up all the same.
+        gone = not TrainingRun.objects.filter(id=run.id).exists()
+        if not gone:
+            run.refresh_from_db()
+        if gone or run.status != RunStatus.DONE:
             # Whatever was made is not a usable version; the active one keeps serving.
-            made = ModelVersion.objects.get(id=run.model_version_id)
-            if made.status == ModelVersion.Status.TRAINING:
-                made.status = ModelVersion.Status.FAILED
-                made.meta = {**made.meta, "error": run.error}
-                made.save(update_fields=["status", "meta"])
-                if Path(made.bundle_path).parent == models_dir():
-                    shutil.rmtree(made.bundle_path, ignore_errors=True)
+            _discard_version(run.model_version_id, run.error or "The run was deleted.")
         shutil.rmtree(work, ignore_errors=True)
+    if gone:
+        log.info("training run %s was deleted while it ran", run_id)
+        return "missing"
     run.refresh_from_db()
     publish_training_run(run)
     log.info("training run %s: %s", run.id, run.status)
     return run.status
+
+
+def _silent(run: TrainingRun) -> bool:
+    return run.heartbeat is None or timezone.now() - run.heartbeat > STALE_AFTER
+
+
+def _discard_version(version_id: int | None, reason: str) -> None:
+    """A version a run made but did not finish: failed, with its files removed (only
+    those under models_dir(): never a folder it did not create)."""
+    made = ModelVersion.objects.filter(id=version_id).first() if version_id else None
+    if made is None or made.status != ModelVersion.Status.TRAINING:
+        return
+    made.status = ModelVersion.Status.FAILED
+    made.meta = {**made.meta, "error": reason}
+    made.save(update_fields=["status", "meta"])
+    if Path(made.bundle_path).parent == models_dir():
+        shutil.rmtree(made.bundle_path, ignore_errors=True)
+
+
+def _give_up(run: TrainingRun) -> None:
+    reason = (
+        f"The run stopped {run.attempts} times without finishing (its worker died, "
+        "perhaps out of memory). The active model is unchanged."
+    )
+    if run.transition(
+        (RunStatus.QUEUED, RunStatus.RUNNING), RunStatus.FAILED, error=reason, stage="failed"
+    ):
+        run.append_log(f"failed: {reason}")
+        _discard_version(run.model_version_id, reason)
+        shutil.rmtree(Path(settings.VAR_DIR) / "training" / f"run-{run.id}", ignore_errors=True)
+        publish_training_run(run)
+
+
+def reap_stale_runs() -> dict[str, int]:
+    """Training runs nobody is working on (the analyses' reaper does the same for clips):
+
+    - running, silent for STALE_AFTER: failed with a reason on its last attempt, else
+      queued again and sent (its message may be gone: acked when a hard time limit
+      killed it, or lost with Redis); it resumes from its last saved epoch;
+    - queued, silent for VERITY_RESEND_QUEUED_SECONDS: sent again (a lost message).
+      Duplicates are harmless: the claim is a conditional update.
+    """
+    from worker.tasks import run_training
+
+    counts = {"failed": 0, "requeued": 0, "resent": 0}
+    stale = timezone.now() - STALE_AFTER
+    for run in TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat__lt=stale):
+        if run.attempts >= settings.VERITY_MAX_ATTEMPTS:
+            _give_up(run)
+            counts["failed"] += 1
+        elif run.transition(
+            RunStatus.RUNNING, RunStatus.QUEUED, stage="queued", heartbeat=timezone.now()
+        ):
+            run.append_log("its worker stopped: queued again")
+            run_training.apply_async((run.id,))
+            counts["requeued"] += 1
+            publish_training_run(run)
+    resend = timezone.now() - timedelta(seconds=settings.VERITY_RESEND_QUEUED_SECONDS)
+    for run in TrainingRun.objects.filter(status=RunStatus.QUEUED, heartbeat__lt=resend):
+        if TrainingRun.objects.filter(
+            id=run.id, status=RunStatus.QUEUED, heartbeat=run.heartbeat
+        ).update(heartbeat=timezone.now()):
+            run_training.apply_async((run.id,))
+            counts["resent"] += 1
+    if any(counts.values()):
+        log.warning("training reaper: %s", counts)
+    return counts
 
 
 def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
@@ -382,7 +454,8 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
     test_items = [it for it in items if it.group in test_groups]
     run.append_log(f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by clip)")
 
-    # 3. The version row, then training.
+    # 3. The version row, then training. An earlier attempt's unfinished version goes.
+    _discard_version(run.model_version_id, f"Superseded by attempt {run.attempts}.")
     name = _version_name(run)
     out_dir = models_dir() / name
     version = ModelVersion.objects.create(
@@ -433,7 +506,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
         # workers then find it in the shared cache instead of converting it themselves.
         try:
             ModelBundle.load(out_dir, runtime="onnx")
-        except DetectorError as exc:
+        except Exception as exc:  # noqa: BLE001 - optional: never costs a finished run
             log.warning("version %s will run on Keras: %s", name, exc)
     active = ensure_registered()
     active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or active

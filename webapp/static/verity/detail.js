@@ -43,13 +43,14 @@
     $("running-box").hidden = true; $("live").hidden = true; $("result").hidden = false;
     const v = r.verdict;
     $("verdict").textContent = LABELS[v.label]; $("verdict").className = "verdict " + v.label;
+    const judged = !(v.note && r.tracks.every(t => t.note));  // some face big enough to judge
     $("confidence").textContent = v.label === "no_face" ? "" :
-      `Confidence ${Math.round(v.confidence * 100)}% · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
+      `${judged ? `Confidence ${Math.round(v.confidence * 100)}%` : "Not judged"} · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
     $("model-version").textContent = `Model ${r.model.name} ${r.model.version}`;
     const fakes = r.tracks.filter(t => t.label === "fake");
     const onlySmall = v.label === "fake" && fakes.length > 0 && fakes.every(t => faceWidth(t) < SMALL_FACE_PX);
     // v.note (reports since the minimum face size) says which faces were too small to judge.
-    const help = v.note && v.label === "uncertain" && r.tracks.every(t => t.note) ? "" : HELP[v.label];
+    const help = judged ? HELP[v.label] : "";
     $("verdict-help").textContent = [help, v.note, onlySmall ? SMALL_NOTE : ""].filter(Boolean).join(" ");
     const player = $("player");
     player.src = `/analyses/${id}/video/`;
