@@ -540,17 +540,22 @@ def test_the_reaper_requeues_a_silent_run_fails_it_on_its_last_attempt_and_resen
     assert reap_stale_runs() == {"failed": 0, "requeued": 0, "resent": 0}
 
 
+def _tiny_run(staff, tmp_path, settings, on_commit) -> TrainingRun:
+    """A queued one-epoch run on a tiny face folder, the shipped version registered."""
+    settings.VAR_DIR = tmp_path / "var"
+    registry.ensure_registered()
+    data_dir = face_folder(tmp_path / "faces", 4)
+    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
+    with on_commit():
+        return start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+
+
 def test_a_retried_run_discards_the_version_its_dead_attempt_left(
     staff, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks, settings
 ):
     from webapp.training.services import models_dir
 
-    settings.VAR_DIR = tmp_path / "var"
-    registry.ensure_registered()
-    data_dir = face_folder(tmp_path / "faces", 4)
-    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
-    with django_capture_on_commit_callbacks():
-        run = start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+    run = _tiny_run(staff, tmp_path, settings, django_capture_on_commit_callbacks)
     # Attempt 1 made its version and died (its worker was killed): the row points at it.
     left = models_dir() / "attempt-1"
     left.mkdir(parents=True)
@@ -573,12 +578,7 @@ def test_a_run_deleted_while_it_trains_is_cleaned_up(
 ):
     from detector import training
 
-    settings.VAR_DIR = tmp_path / "var"
-    registry.ensure_registered()
-    data_dir = face_folder(tmp_path / "faces", 4)
-    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
-    with django_capture_on_commit_callbacks():
-        run = start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+    run = _tiny_run(staff, tmp_path, settings, django_capture_on_commit_callbacks)
     real_train = training.train
 
     def delete_then_train(*args, **kwargs):
