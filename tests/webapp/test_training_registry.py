@@ -594,6 +594,44 @@ def test_a_run_deleted_while_it_trains_is_cleaned_up(
     assert not (tmp_path / "var" / "training" / f"run-{run.id}").exists()
 
 
+def test_a_worker_whose_run_was_taken_over_stops_and_leaves_the_new_attempt_alone(
+    staff, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch
+):
+    from detector import training
+    from webapp.training.services import models_dir
+
+    run = _tiny_run(staff, tmp_path, settings, django_capture_on_commit_callbacks)
+    work = tmp_path / "var" / "training" / f"run-{run.id}"
+    theirs = {}
+    real_train = training.train
+
+    def taken_over_then_train(*args, **kwargs):
+        # This worker's beats stopped for minutes; another worker claimed the run (attempt
+        # 2), made its own version, and is training in the same work folder.
+        folder = models_dir() / "attempt-2"
+        folder.mkdir(parents=True)
+        theirs["version"] = ModelVersion.objects.create(
+            version="attempt-2", bundle_path=str(folder), status=ModelVersion.Status.TRAINING
+        )
+        TrainingRun.objects.filter(id=run.id).update(attempts=2, model_version=theirs["version"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", taken_over_then_train)
+    # Its next update finds the run no longer its own: it stops, says so, and records nothing.
+    assert execute_training_run(run.id) == "running"
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.model_version_id) == ("running", 2, theirs["version"].id)
+    assert "cancelled" not in run.log and run.error == ""
+    # The other attempt's version and the shared work folder are untouched; its own version
+    # is failed and removed.
+    theirs["version"].refresh_from_db()
+    assert theirs["version"].status == "training" and Path(theirs["version"].bundle_path).exists()
+    assert work.exists()
+    mine = ModelVersion.objects.exclude(id=theirs["version"].id).exclude(status="active").get()
+    assert mine.status == "failed" and "lost the run" in mine.meta["error"]
+    assert not Path(mine.bundle_path).exists()
+
+
 # ---- a real run through the training queue -------------------------------------------
 
 

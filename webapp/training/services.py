@@ -178,10 +178,14 @@ def split_faces(faces, seed: int = SEED):
 
 
 class _Reporter:
-    """Row updates and WebSocket notifications, each one a check for cancellation."""
+    """Row updates and WebSocket notifications, each one a check for cancellation and for
+    ownership: an update finds the row only while it is running under this attempt (a
+    worker whose beats stopped may have been taken over by another)."""
 
     def __init__(self, run: TrainingRun, interval: float = 1.0) -> None:
         self.run = run
+        self.attempt = run.attempts
+        self.version_id: int | None = None  # the version this attempt made, once it has
         self.interval = interval
         self.last = 0.0
 
@@ -190,14 +194,21 @@ class _Reporter:
         if not force and now - self.last < self.interval:
             return
         self.last = now
-        changed = TrainingRun.objects.filter(id=self.run.id, status=RunStatus.RUNNING).update(
-            heartbeat=timezone.now(), **fields
-        )
+        changed = self.rows().update(heartbeat=timezone.now(), **fields)
         if not changed:
             raise Cancelled("The run was cancelled.")
         for k, v in fields.items():
             setattr(self.run, k, v)
         publish_training_run(self.run)
+
+    def rows(self):
+        return TrainingRun.objects.filter(
+            id=self.run.id, status=RunStatus.RUNNING, attempts=self.attempt
+        )
+
+    def owned(self) -> bool:
+        """Still this attempt's run (not deleted, not taken over)?"""
+        return TrainingRun.objects.filter(id=self.run.id, attempts=self.attempt).exists()
 
     def extraction(self, lo: int, hi: int, stage: str) -> Callable[[int, int], None]:
         def progress(done: int, total: int) -> None:
@@ -293,16 +304,13 @@ def execute_training_run(run_id: int) -> str:
     publish_training_run(run)
     run.append_log(f"started (attempt {run.attempts})")
     work = Path(settings.VAR_DIR) / "training" / f"run-{run.id}"
+    reporter = _Reporter(run)
     try:
-        heartbeat = Heartbeat(
-            TrainingRun.objects.filter(id=run.id, status=RunStatus.RUNNING),
-            HEARTBEAT_SECONDS,
-            f"train-hb-{run.id}",
-        )
+        heartbeat = Heartbeat(reporter.rows(), HEARTBEAT_SECONDS, f"train-hb-{run.id}")
         with heartbeat, tempfile.TemporaryDirectory(prefix="verity-train-") as tmp:
-            _train(run, Path(tmp), work)
+            _train(run, reporter, Path(tmp), work)
     except Cancelled:
-        if TrainingRun.objects.filter(id=run.id).exists():  # else deleted: nothing to record
+        if reporter.owned():  # else deleted or taken over: not this attempt's to record
             run.refresh_from_db()
             run.append_log("stopped: cancelled")
             if run.status == RunStatus.RUNNING:
@@ -317,25 +325,36 @@ def execute_training_run(run_id: int) -> str:
         else:
             log.exception("training run %s: internal error", run.id)
             reason = f"Training failed with an internal error ({type(exc).__name__}: {exc})."
-        run.append_log(f"failed: {reason}")
-        run.transition(
-            RunStatus.RUNNING,
-            RunStatus.FAILED,
-            error=f"{reason} The active model is unchanged.",
-            stage="failed",
-        )
+        if reporter.owned():
+            run.append_log(f"failed: {reason}")
+            run.transition(
+                RunStatus.RUNNING,
+                RunStatus.FAILED,
+                error=f"{reason} The active model is unchanged.",
+                stage="failed",
+            )
     finally:
-        # Deleted by staff while it ran: clean up all the same.
-        gone = not TrainingRun.objects.filter(id=run.id).exists()
-        if not gone:
-            run.refresh_from_db()
-        if gone or run.status != RunStatus.DONE:
-            # Whatever was made is not a usable version; the active one keeps serving.
-            _discard_version(run.model_version_id, run.error or "The run was deleted.")
-        shutil.rmtree(work, ignore_errors=True)
-    if gone:
+        current = TrainingRun.objects.filter(id=run.id).first()
+        if current is not None and current.attempts != reporter.attempt:
+            # Another worker took the run over (this one's beats had stopped): its row,
+            # version and work folder are that attempt's; only what this one made goes.
+            _discard_version(
+                reporter.version_id, f"Attempt {reporter.attempt} lost the run to another."
+            )
+        else:
+            if current is None or current.status != RunStatus.DONE:
+                # Whatever was made is not a usable version; the active one keeps serving.
+                _discard_version(
+                    reporter.version_id or (current and current.model_version_id),
+                    (current and current.error) or "The run was deleted.",
+                )
+            shutil.rmtree(work, ignore_errors=True)
+    if current is None:  # deleted by staff while it ran, cleaned up all the same
         log.info("training run %s was deleted while it ran", run_id)
         return "missing"
+    if current.attempts != reporter.attempt:
+        log.warning("training run %s: attempt %s was taken over", run_id, reporter.attempt)
+        return current.status
     run.refresh_from_db()
     publish_training_run(run)
     log.info("training run %s: %s", run.id, run.status)
@@ -409,11 +428,10 @@ def reap_stale_runs() -> dict[str, int]:
     return counts
 
 
-def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
+def _train(run: TrainingRun, reporter: _Reporter, tmp: Path, work: Path) -> ModelVersion:
     from detector.training import FaceSet, TrainConfig, extract_faces, save_curves, train
     from webapp.training.registry import ensure_registered
 
-    reporter = _Reporter(run)
     p = run.params
     size = int(p.get("input_size", 160))
     epochs = int(p.get("epochs", 5))
@@ -466,6 +484,7 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
         created_by=run.created_by,
         meta={"input_size": size},
     )
+    reporter.version_id = version.id
     TrainingRun.objects.filter(id=run.id).update(model_version=version)
     run.model_version = version
     reporter.update(stage="training", progress=30)
@@ -525,6 +544,9 @@ def _train(run: TrainingRun, tmp: Path, work: Path) -> ModelVersion:
     meta = bundle.meta.to_dict()
     metrics = meta.pop("metrics")
     with transaction.atomic():
+        # Lock the row as this attempt's: a takeover's claim waits until this commits.
+        if not reporter.rows().select_for_update().exists():
+            raise Cancelled("The run was cancelled or taken over while it was being saved.")
         ModelVersion.objects.filter(id=version.id, status=ModelVersion.Status.TRAINING).update(
             status=ModelVersion.Status.READY, metrics=metrics, meta=meta
         )
