@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ import numpy as np
 from detector.faces import FaceDetector, square_crop
 from detector.metrics import auc_difference, binary_metrics, choose_threshold
 from detector.model import BundleMeta, ModelBundle, build_xception, load_keras, read_meta
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -548,7 +551,10 @@ def _fit(
             for name in ("loss", "accuracy"):
                 writers[split].scalar(f"epoch_{name}", logs[prefix + name], step=epoch)
         if logs["val_loss"] <= min(history["val_loss"]):
-            model.save(work / "best.keras")
+            # Renamed into place: a kill mid-save never leaves a broken best.keras.
+            partial = work / "best.partial.keras"
+            model.save(partial)
+            partial.replace(work / "best.keras")
         state = {"epoch": epoch + 1, "history": history, "checkpoint": f"last-{epoch + 1}.keras"}
         model.save(work / state["checkpoint"])
         if average is not None:
@@ -625,6 +631,17 @@ def train(
     state_file = work / "state.json"
     initial_epoch = 0
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    # A run resumes only on the data it started on (a retried site run gathers its
+    # sources again, and labelled clips may have come or gone meanwhile).
+    data = {"train": train_set.fingerprint(), "validation": val_set.fingerprint()}
+    data_file = work / "data.json"
+    if state and data_file.exists() and json.loads(data_file.read_text()) != data:
+        log.warning("%s holds a run on other data: training afresh", work)
+        state = {}
+    if not state:
+        partial = data_file.with_name("data.json.tmp")
+        partial.write_text(json.dumps(data))
+        partial.replace(data_file)
     # Runs from before the checkpoints were named by epoch kept one last.keras.
     checkpoint = work / state.get("checkpoint", "last.keras")
     if state and checkpoint.exists():

@@ -480,6 +480,24 @@ def test_it_resumes_from_the_work_dir(trained):
     assert bundle.meta.metrics["validation"]["frame"]["n"] == len(val_set)
 
 
+def test_it_trains_afresh_when_the_work_dir_holds_a_run_on_other_data(trained, tmp_path):
+    import shutil
+
+    train_set, val_set = trained["data"]
+    work = tmp_path / "work"
+    shutil.copytree(trained["work"], work)
+    # The same work dir, but one training face fewer (a labelled clip deleted between two
+    # attempts of a site run): its epoch is trained again, not resumed on the wrong data.
+    fewer = train_set.subset(np.arange(len(train_set)) != 0)
+    epochs: list[int] = []
+    with fast_batchnorm_recalibration():
+        train(fewer, val_set, trained["config"], work, lambda e, logs: epochs.append(e), name="t")
+    assert epochs == [1]
+    assert json.loads((work / "data.json").read_text())["train"] == fewer.fingerprint()
+    # best.keras was written by rename: no partial file is left behind.
+    assert (work / "best.keras").exists() and not (work / "best.partial.keras").exists()
+
+
 def test_a_resumed_run_trains_on_the_batches_an_uninterrupted_run_would():
     from detector.training import BatchPlan
 
