@@ -179,9 +179,9 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
     tiny_model_dir, stack, page, hana, tmp_path, monkeypatch, settings, csp_violations
 ):
     # The real pipeline, with the minimum face width set above the astronaut's face.
-    settings.VERITY_MIN_FACE = 1000
+    settings.VERITY_MIN_FACE = 120  # the astronaut's face is about 90 px wide
     a = finished_analysis(hana, tmp_path, monkeypatch)
-    assert a.verdict_label == "uncertain" and a.report["options"]["min_face"] == 1000
+    assert a.verdict_label == "uncertain" and a.report["options"]["min_face"] == 120
     sign_in(page, stack.url, "hana", "pw-hana-123")
     page.goto(f"{stack.url}/analyses/{a.id}/")
     page.wait_for_selector("#result:not([hidden])", timeout=15_000)
@@ -190,10 +190,11 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
     assert page.inner_text("#verdict") == "Uncertain"
     assert page.inner_text("#confidence").startswith("Not judged · fake probability")
     help_text = page.inner_text("#verdict-help")
-    assert help_text == "Every face is under 1000 px wide: too small for the model to judge."
+    assert help_text == "Every face is under 120 px wide: too small for the model to judge."
     tracks = page.inner_text("#tracks")
     width = a.report["tracks"][0]["box"][2] - a.report["tracks"][0]["box"][0]
     assert "Too small" in tracks and f"too small to judge ({width} px)" in tracks
+    screenshot(page, "result-too-small")
     # The history says so too.
     page.goto(f"{stack.url}/")
     assert "Uncertain (faces too small)" in page.inner_text("table.list")
