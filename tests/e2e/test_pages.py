@@ -194,6 +194,11 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
     tracks = page.inner_text("#tracks")
     width = a.report["tracks"][0]["box"][2] - a.report["tracks"][0]["box"][0]
     assert "Too small" in tracks and f"too small to judge ({width} px)" in tracks
+    # The chart draws its frames grey: scored, not judged.
+    fills = page.eval_on_selector_all(
+        "#chart circle.pt", "cs => cs.map(c => c.getAttribute('fill'))"
+    )
+    assert fills and set(fills) == {"#9ca3af"}
     screenshot(page, "result-too-small")
     # The history says so too.
     page.goto(f"{stack.url}/")

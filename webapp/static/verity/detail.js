@@ -60,12 +60,14 @@
 
   function drawChart(r, player) {
     const svg = $("chart"), W = 600, H = 160, dur = r.video.duration || 1;
-    const pts = r.frames.filter(f => f.faces.length).map(f => [f.time, Math.max(...f.faces.map(x => x.fake_probability))]);
+    // A frame whose faces were all too small to judge is drawn grey: scored, not judged.
+    const unjudged = new Set(r.tracks.filter(t => t.note).map(t => t.id));
+    const pts = r.frames.filter(f => f.faces.length).map(f => [f.time, Math.max(...f.faces.map(x => x.fake_probability)), f.faces.every(x => unjudged.has(x.track_id))]);
     const x = t => 30 + (W - 40) * (t / dur), y = p => 10 + (H - 30) * (1 - p);
     let html = `<line x1="30" x2="${W-10}" y1="${y(r.verdict.threshold)}" y2="${y(r.verdict.threshold)}" stroke="#b45309" stroke-dasharray="4 3"/>`;
     html += `<text x="2" y="${y(1)+4}" font-size="10">1.0</text><text x="2" y="${y(0)+4}" font-size="10">0.0</text>`;
     if (pts.length) html += `<polyline fill="none" stroke="#1d4ed8" stroke-width="2" points="${pts.map(([t,p]) => `${x(t)},${y(p)}`).join(" ")}"/>`;
-    pts.forEach(([t, p]) => { html += `<circle class="pt" data-t="${t}" cx="${x(t)}" cy="${y(p)}" r="4" fill="${p >= r.verdict.threshold ? '#b91c1c' : '#15803d'}"><title>${t.toFixed(2)} s: ${p.toFixed(2)}</title></circle>`; });
+    pts.forEach(([t, p, small]) => { html += `<circle class="pt" data-t="${t}" cx="${x(t)}" cy="${y(p)}" r="4" fill="${small ? '#9ca3af' : p >= r.verdict.threshold ? '#b91c1c' : '#15803d'}"><title>${t.toFixed(2)} s: ${p.toFixed(2)}${small ? " (too small to judge)" : ""}</title></circle>`; });
     if (!pts.length) html += `<text x="${W/2-60}" y="${H/2}" font-size="13">No face in any sampled frame</text>`;
     svg.innerHTML = html;
     svg.onclick = (ev) => {
