@@ -203,6 +203,21 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
     # The history says so too.
     page.goto(f"{stack.url}/")
     assert "Uncertain (faces too small)" in page.inner_text("table.list")
+
+    # A Real verdict that left a small face out says what it rests on.
+    report = a.report
+    report["tracks"].append(
+        {**report["tracks"][0], "id": 1, "label": "real", "note": "", "box": [0, 0, 200, 200]}
+    )
+    left_out = "1 face was under 120 px wide and not judged."
+    report["verdict"].update(label="real", note=left_out, confidence=0.9)
+    Analysis.objects.filter(id=a.id).update(report=report)
+    page.goto(f"{stack.url}/analyses/{a.id}/")
+    page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+    assert page.inner_text("#verdict-help") == (
+        "No face big enough to judge shows signs of manipulation the model can see. " + left_out
+    )
+    assert page.inner_text("#confidence").startswith("Confidence 90%")
     assert csp_violations == []
 
 

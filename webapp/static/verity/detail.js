@@ -50,7 +50,8 @@
     const fakes = r.tracks.filter(t => t.label === "fake");
     const onlySmall = v.label === "fake" && fakes.length > 0 && fakes.every(t => faceWidth(t) < SMALL_FACE_PX);
     // v.note (reports since the minimum face size) says which faces were too small to judge.
-    const help = judged ? HELP[v.label] : "";
+    // With some faces left out, "no face" would overstate what a Real verdict rests on.
+    const help = !judged ? "" : v.note && v.label === "real" ? "No face big enough to judge shows signs of manipulation the model can see." : HELP[v.label];
     $("verdict-help").textContent = [help, v.note, onlySmall ? SMALL_NOTE : ""].filter(Boolean).join(" ");
     const player = $("player");
     player.src = `/analyses/${id}/video/`;
