@@ -243,3 +243,29 @@ def test_the_heartbeat_keeps_beating_after_a_failed_beat():
     with Heartbeat(rows, 0.01, "test-heartbeat"):
         # Beats go on after the failure.
         assert rows.third.wait(5)
+
+
+def test_a_deferred_job_is_sent_again_with_its_own_time_limits(
+    owner, astro_clip, tiny_model_dir, settings, monkeypatch
+):
+    from django.utils import timezone
+
+    from worker.tasks import run_analysis
+
+    settings.VERITY_MAX_RUNNING_PER_USER = 1
+    make_analysis(owner, status=Status.RUNNING, heartbeat=timezone.now())
+    waiting = make_analysis(owner, astro_clip.read_bytes())
+    sent = []
+    monkeypatch.setattr(run_analysis, "apply_async", lambda args, **kw: sent.append((args, kw)))
+    # Delivered with limits scaled to a long clip; deferred; re-sent with the same limits,
+    # not the task's 30-minute defaults.
+    # (Eager apply() would take the task's defaults, so the delivery is a pushed request,
+    # as the worker's is: timelimit (hard, soft).)
+    run_analysis.push_request(timelimit=(4060, 4000))
+    try:
+        assert run_analysis.run(str(waiting.id)) == services.DEFERRED
+    finally:
+        run_analysis.pop_request()
+    assert sent == [
+        ((str(waiting.id),), {"countdown": 5, "time_limit": 4060, "soft_time_limit": 4000})
+    ]
