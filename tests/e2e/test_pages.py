@@ -189,6 +189,10 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
     # The verdict says why, instead of "too close to its threshold"; the face says it too.
     assert page.inner_text("#verdict") == "Uncertain"
     assert page.inner_text("#confidence").startswith("Not judged · fake probability")
+    # The options it ran with are on the page.
+    assert page.inner_text("#model-version") == (
+        "Model tiny tiny-1 · 32 frames sampled · faces 120 px and wider judged"
+    )
     help_text = page.inner_text("#verdict-help")
     assert help_text == "Every face is under 120 px wide: too small for the model to judge."
     tracks = page.inner_text("#tracks")

@@ -46,7 +46,14 @@
     const judged = !(v.note && r.tracks.every(t => t.note));  // some face big enough to judge
     $("confidence").textContent = v.label === "no_face" ? "" :
       `${judged ? `Confidence ${Math.round(v.confidence * 100)}%` : "Not judged"} · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
-    $("model-version").textContent = `Model ${r.model.name} ${r.model.version}`;
+    // What the verdict rests on: the model and the options it ran with.
+    const ran = [`Model ${r.model.name} ${r.model.version}`];
+    if (r.options) {
+      ran.push(`${r.options.frames} frames sampled`);
+      if (typeof r.options.min_face === "number")  // reports since the minimum face size
+        ran.push(r.options.min_face ? `faces ${r.options.min_face} px and wider judged` : "every face judged");
+    }
+    $("model-version").textContent = ran.join(" · ");
     const fakes = r.tracks.filter(t => t.label === "fake");
     const onlySmall = v.label === "fake" && fakes.length > 0 && fakes.every(t => faceWidth(t) < SMALL_FACE_PX);
     // v.note (reports since the minimum face size) says which faces were too small to judge.
