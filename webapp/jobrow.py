@@ -47,6 +47,19 @@ class JobRow(models.Model):
             self.refresh_from_db()
         return bool(changed)
 
+    def is_silent(self, stale_after: timedelta) -> bool:
+        """No sign of life (heartbeat) for longer than `stale_after`, as this row was read."""
+        return self.heartbeat is None or timezone.now() - self.heartbeat > stale_after
+
+    def take_for_resend(self) -> bool:
+        """For a reaper about to send a queued job's message again: stamp the heartbeat, if
+        it is still the one this process read, so of two reapers only one sends."""
+        return bool(
+            type(self)
+            ._default_manager.filter(pk=self.pk, status=QUEUED, heartbeat=self.heartbeat)
+            .update(heartbeat=timezone.now())
+        )
+
     def claim(self, stale_after: timedelta, **fields: Any) -> bool:
         """Take the job for this worker: from queued, or from running when its worker has
         been silent longer than `stale_after` (the broker redelivered the task after the
@@ -68,7 +81,7 @@ class JobRow(models.Model):
         if self.transition(QUEUED, RUNNING, **fields):
             return True
         heartbeat = self.heartbeat
-        if self.status != RUNNING or (heartbeat is not None and now - heartbeat <= stale_after):
+        if self.status != RUNNING or not self.is_silent(stale_after):
             return False
         taken = (
             type(self)

@@ -91,9 +91,7 @@ def reap_stale() -> dict[str, int]:
     for a in Analysis.objects.filter(status=Status.QUEUED, heartbeat__lt=resend_cutoff).only(
         "id", "heartbeat", "original"
     ):
-        if Analysis.objects.filter(id=a.id, status=Status.QUEUED, heartbeat=a.heartbeat).update(
-            heartbeat=timezone.now()
-        ):
+        if a.take_for_resend():
             send(a)
             counts["resent"] += 1
     if any(counts.values()):
@@ -175,11 +173,11 @@ def execute_analysis(analysis_id: str) -> str:
         return "missing"
     if analysis.status in FINISHED:
         return analysis.status
-    silent = analysis.heartbeat is None or timezone.now() - analysis.heartbeat > stale_after()
     if (
         analysis.attempts >= settings.VERITY_MAX_ATTEMPTS
         and analysis.status == Status.RUNNING
-        and silent  # a live worker holds it: this delivery is a duplicate (claim says no)
+        # A live worker holds it otherwise: this delivery is a duplicate (claim says no).
+        and analysis.is_silent(stale_after())
     ):
         analysis.transition(
             Status.RUNNING,

@@ -295,7 +295,7 @@ def execute_training_run(run_id: int) -> str:
         return "missing"
     if run.status in RUN_FINISHED:
         return run.status
-    if run.attempts >= settings.VERITY_MAX_ATTEMPTS and _silent(run):
+    if run.attempts >= settings.VERITY_MAX_ATTEMPTS and run.is_silent(STALE_AFTER):
         # Its workers keep dying (killed for memory, most likely): stop trying.
         _give_up(run)
         return run.status
@@ -303,7 +303,7 @@ def execute_training_run(run_id: int) -> str:
         return BUSY
     publish_training_run(run)
     run.append_log(f"started (attempt {run.attempts})")
-    work = Path(settings.VAR_DIR) / "training" / f"run-{run.id}"
+    work = work_dir(run)
     reporter = _Reporter(run)
     try:
         heartbeat = Heartbeat(reporter.rows(), HEARTBEAT_SECONDS, f"train-hb-{run.id}")
@@ -361,8 +361,9 @@ def execute_training_run(run_id: int) -> str:
     return run.status
 
 
-def _silent(run: TrainingRun) -> bool:
-    return run.heartbeat is None or timezone.now() - run.heartbeat > STALE_AFTER
+def work_dir(run: TrainingRun) -> Path:
+    """Where a run keeps its checkpoints and state between attempts."""
+    return Path(settings.VAR_DIR) / "training" / f"run-{run.id}"
 
 
 def _discard_version(version_id: int | None, reason: str) -> None:
@@ -388,7 +389,7 @@ def _give_up(run: TrainingRun) -> None:
     ):
         run.append_log(f"failed: {reason}")
         _discard_version(run.model_version_id, reason)
-        shutil.rmtree(Path(settings.VAR_DIR) / "training" / f"run-{run.id}", ignore_errors=True)
+        shutil.rmtree(work_dir(run), ignore_errors=True)
         publish_training_run(run)
 
 
@@ -418,9 +419,7 @@ def reap_stale_runs() -> dict[str, int]:
             publish_training_run(run)
     resend = timezone.now() - timedelta(seconds=settings.VERITY_RESEND_QUEUED_SECONDS)
     for run in TrainingRun.objects.filter(status=RunStatus.QUEUED, heartbeat__lt=resend):
-        if TrainingRun.objects.filter(
-            id=run.id, status=RunStatus.QUEUED, heartbeat=run.heartbeat
-        ).update(heartbeat=timezone.now()):
+        if run.take_for_resend():
             run_training.apply_async((run.id,))
             counts["resent"] += 1
     if any(counts.values()):
