@@ -478,6 +478,13 @@ class BatchPlan:
         return random.Random(f"{self.seed}:{self.epoch}:{i}")
 
 
+def _write_json(path: Path, data: Any) -> None:
+    """Written beside, then renamed into place: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(data))
+    partial.replace(path)
+
+
 def _fit(
     model: Any,
     train_set: FaceSet,
@@ -560,9 +567,7 @@ def _fit(
         if average is not None:
             state["average"] = f"average-{epoch + 1}.npz"
             average.save(work / state["average"])
-        tmp = state_file.with_name("state.json.tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(state_file)
+        _write_json(state_file, state)
         # Only now are the previous epoch's files stale.
         for old in [*work.glob("last*.keras"), *work.glob("average*.npz")]:
             if old.name not in (state["checkpoint"], state.get("average")):
@@ -639,9 +644,7 @@ def train(
         log.warning("%s holds a run on other data: training afresh", work)
         state = {}
     if not state:
-        partial = data_file.with_name("data.json.tmp")
-        partial.write_text(json.dumps(data))
-        partial.replace(data_file)
+        _write_json(data_file, data)
     # Runs from before the checkpoints were named by epoch kept one last.keras.
     checkpoint = work / state.get("checkpoint", "last.keras")
     if state and checkpoint.exists():
