@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -191,6 +192,21 @@ def _train(args: argparse.Namespace) -> int:
         f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by video)",
         file=sys.stderr,
     )
+    weights = dict(args.source_weight or [])
+    names = tr.sources
+    if fresh is not None:  # the blends to come are named after their real originals
+        names = np.concatenate([names, np.char.add("sbi:", tr.sources[tr.y == 0])])
+    try:
+        training.check_source_weights(weights, names)
+        training.class_factors(
+            np.concatenate([tr.y, np.ones(int((tr.y == 0).sum()), int)])
+            if fresh is not None
+            else tr.y,
+            training.face_weights(names, weights),
+        )
+    except ValueError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
     cfg = training.TrainConfig(
         input_size=data.x.shape[1],
         epochs=args.epochs,
@@ -203,6 +219,7 @@ def _train(args: argparse.Namespace) -> int:
         fine_tune_from=args.fine_tune_from,
         augment=not args.no_augment,
         average_every=args.average_every,
+        source_weights=weights,
         extra={"sbi": "fresh every epoch"} if args.fresh_sbi else {"sbi": True} if args.sbi else {},
     )
     bar = _Bar("train", args.epochs)
@@ -521,6 +538,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="--sbi, with the training blends made anew every epoch, as SBI trains, instead "
         "of one fixed blend per real face (landmarks are found once)",
     )
+    t.add_argument(
+        "--source-weight",
+        action="append",
+        type=_source_weight,
+        metavar="SOURCE=W",
+        help="how much the training faces of one source count in the loss (repeatable; "
+        "default 1 each; 0 leaves a source out). SOURCE is a source as extract-faces "
+        "names it or a prefix of one: ffpp, ffpp:Deepfakes, faces:NAME, clips:NAME, "
+        "csv:NAME, sbi (every self-blend) or sbi:faces:NAME; the longest match wins. The "
+        "classes stay balanced by their total weight",
+    )
     t.add_argument("--name", default="verity-xception", help="model name stored in the bundle")
     t.add_argument(
         "--version", default=None, help="version stored in the bundle (default: a timestamp)"
@@ -560,6 +588,19 @@ def _non_negative(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
     return n
+
+
+def _source_weight(text: str) -> tuple[str, float]:
+    source, sep, value = text.rpartition("=")
+    if not sep or not source:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT, e.g. ffpp=2, not {text!r}")
+    try:
+        weight = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} is not a number") from None
+    if not (math.isfinite(weight) and weight >= 0):
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} must be 0 or more")
+    return source, weight
 
 
 def _positive_int(text: str) -> int:

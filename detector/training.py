@@ -360,11 +360,54 @@ class TrainConfig:
     fine_tune_from: str | None = None
     augment: bool = True
     average_every: int | None = None
+    # How much each source's faces count in the loss, by source name or prefix (see
+    # `face_weights`); sources not named count 1.
+    source_weights: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.average_every is not None and self.average_every < 1:
             raise ValueError(f"average_every must be 1 or more, not {self.average_every}")
+        for source, w in self.source_weights.items():
+            if not (np.isfinite(w) and w >= 0):
+                raise ValueError(f"the weight of source {source!r} must be 0 or more, not {w}")
+
+
+def _covers(key: str, source: str) -> bool:
+    return source == key or source.startswith(key + ":")
+
+
+def face_weights(sources: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """Each face's source weight: that of the longest key equal to its source or a prefix of
+    it ending at a ':' ("ffpp" covers "ffpp:Deepfakes", "sbi:faces:lfw" only LFW's
+    self-blends); 1 where no key matches."""
+    out = np.ones(len(sources), dtype=np.float64)
+    for i, source in enumerate(sources.tolist()):
+        keys = [k for k in weights if _covers(k, source)]
+        if keys:
+            out[i] = weights[max(keys, key=len)]
+    return out
+
+
+def class_factors(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-class multipliers that balance the classes by their total source weight: each
+    class then carries half of the whole weight (with every weight 1, the usual
+    n / (2 n_class)). A class present only with weight 0 is refused."""
+    totals = np.array([w[y == c].sum() for c in (0, 1)])
+    for c, name in ((0, "real"), (1, "fake")):
+        if (y == c).any() and totals[c] == 0:
+            raise ValueError(f"every {name} training face has weight 0: nothing {name} to learn")
+    return np.array([totals.sum() / (2 * t) if t else 1.0 for t in totals])
+
+
+def check_source_weights(weights: dict[str, float], sources: np.ndarray) -> None:
+    """A weight for a source the training faces do not have is a typo, not a no-op."""
+    present = sorted(set(sources.tolist()))
+    for key in weights:
+        if not any(_covers(key, s) for s in present):
+            raise ValueError(
+                f"no training face comes from source {key!r}; the sources are " + ", ".join(present)
+            )
 
 
 def initial_model(config: TrainConfig):
@@ -493,7 +536,7 @@ def _fit(
     work: Path,
     initial_epoch: int,
     history: dict[str, list[float]],
-    class_weight: dict[int, float],
+    factors: np.ndarray,
     on_epoch: Callable[[int, dict[str, float]], None] | None,
     fresh: Callable[[int], FaceSet] | None = None,
 ) -> WeightAverage | None:
@@ -514,6 +557,9 @@ def _fit(
     With `config.average_every` = N, the weights after every N-th step of the whole run
     are averaged, saved with each epoch so that a resumed run continues the same average;
     the average is returned (None without averaging).
+
+    Each face counts in the loss by its source's weight (`config.source_weights`) times its
+    class's factor (`factors`, from `class_factors`); validation loss stays unweighted.
     """
     from detector.model import preprocess
 
@@ -535,6 +581,7 @@ def _fit(
         # With `fresh`, each epoch adds its own newly made faces (as many every epoch).
         data = train_set if fresh is None else FaceSet.concat([train_set, fresh(epoch)])
         plan = BatchPlan(len(data), bs, config.seed, shuffle=True, epoch=epoch)
+        weight = face_weights(data.sources, config.source_weights) * factors[data.y]
         steps = min(plan.batches, config.steps_per_epoch or plan.batches)
         sums = {"loss": 0.0, "accuracy": 0.0}
         for i in range(steps):
@@ -543,7 +590,7 @@ def _fit(
             x = np.stack([augment(data.x[j], rng) if config.augment else data.x[j] for j in idx])
             # train_on_batch reports this batch alone (its metrics are reset per call).
             batch = model.train_on_batch(
-                preprocess(x), data.y[idx], class_weight=class_weight, return_dict=True
+                preprocess(x), data.y[idx], sample_weight=weight[idx], return_dict=True
             )
             for k in sums:
                 sums[k] += float(batch[k])
@@ -665,10 +712,9 @@ def train(
         def epoch_faces(epoch: int) -> FaceSet:
             return first if epoch == 0 else fresh(epoch)
 
-    counts = np.bincount(
-        train_set.y if first is None else np.concatenate([train_set.y, first.y]), minlength=2
-    ).astype(float)
-    class_weight = {i: float(counts.sum() / (2 * c)) if c else 1.0 for i, c in enumerate(counts)}
+    pool = train_set if first is None else FaceSet.concat([train_set, first])
+    check_source_weights(config.source_weights, pool.sources)
+    factors = class_factors(pool.y, face_weights(pool.sources, config.source_weights))
 
     history: dict[str, list[float]] = dict(state.get("history", {})) if initial_epoch else {}
     average = _fit(
@@ -679,7 +725,7 @@ def train(
         work,
         initial_epoch,
         history,
-        class_weight,
+        factors,
         on_epoch,
         epoch_faces,
     )
@@ -710,6 +756,7 @@ def train(
                 if average is not None
                 else {}
             ),
+            **({"source_weights": config.source_weights} if config.source_weights else {}),
             "train_faces": int(len(train_set)),
             **({"fresh_faces_per_epoch": len(first)} if first is not None else {}),
             "val_faces": int(len(val_set)),
@@ -719,7 +766,7 @@ def train(
     bundle = ModelBundle(meta, model)
     finalize(
         bundle,
-        train_set if first is None else FaceSet.concat([train_set, first]),
+        pool,
         val_set,
         seed=config.seed,
     )

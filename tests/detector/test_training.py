@@ -456,6 +456,113 @@ def test_a_run_with_fresh_faces_trains_on_each_epochs_own(tmp_path):
     assert bundle.meta.training["train_faces"] == 8
 
 
+# ---- source weights --------------------------------------------------------------------
+
+
+def test_it_weights_each_face_by_the_longest_source_that_covers_it():
+    sources = np.array(
+        ["ffpp:Deepfakes", "ffpp:original", "faces:lfw", "sbi:faces:lfw", "sbi:ffpp:original"]
+    )
+    weights = {"ffpp": 2.0, "ffpp:original": 0.5, "sbi": 3.0, "sbi:faces:lfw": 0.0}
+
+    # The longest key wins; a key covers a source only up to a ':' ("ffpp" is not "ffpp2").
+    assert training.face_weights(sources, weights).tolist() == [2.0, 0.5, 1.0, 0.0, 3.0]
+    assert training.face_weights(np.array(["ffpp2:x"]), {"ffpp": 2.0}).tolist() == [1.0]
+    # No weights: every face counts 1.
+    assert training.face_weights(sources, {}).tolist() == [1.0] * 5
+
+
+def test_it_balances_the_classes_by_their_total_weight():
+    y = np.array([0, 0, 0, 1])
+
+    # With every weight 1, the usual n / (2 n_class): 4 / 6 and 4 / 2.
+    assert training.class_factors(y, np.ones(4)).tolist() == pytest.approx([2 / 3, 2.0])
+    # Weights 1, 1, 2 (real: 4 in all) and 1 (fake): 5 / 8 and 5 / 2, so each class
+    # carries half of the total weight.
+    w = np.array([1.0, 1.0, 2.0, 1.0])
+    f = training.class_factors(y, w)
+    assert f.tolist() == pytest.approx([5 / 8, 5 / 2])
+    assert (w * f[y])[y == 0].sum() == pytest.approx((w * f[y])[y == 1].sum())
+
+    # A class that is there but weighs nothing is refused, and so is a named source
+    # the training faces lack.
+    with pytest.raises(ValueError, match="every fake training face has weight 0"):
+        training.class_factors(y, np.array([1.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="no training face comes from source 'ffpp'"):
+        training.check_source_weights({"ffpp": 2.0}, np.array(["faces:lfw"]))
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        TrainConfig(source_weights={"ffpp": -1.0})
+
+
+def test_a_run_weights_every_face_in_the_loss_by_its_source(tmp_path):
+    import keras
+
+    # Two real sources and their blends: 4 astronaut crops and 4 relabelled as "faces:b".
+    data = faces_with_blends(8, seed=1, prefix="tr")
+    b = np.array([i % 8 >= 4 for i in range(16)])
+    data.sources[b & (data.y == 0)] = "faces:b"
+    data.sources[b & (data.y == 1)] = "sbi:faces:b"
+    val_set = faces_with_blends(2, seed=2, prefix="va")
+    weights = {"faces:b": 0.5, "sbi": 2.0, "sbi:faces:b": 0.0}
+    # Real: 4 x 1 + 4 x 0.5 = 6; fake: 4 x 2 + 4 x 0 = 8; 14 in all, so the classes'
+    # factors are 14 / 12 and 14 / 16. Each face's weight in the loss, by hand:
+    expected = {"faces:astro": 7 / 6, "faces:b": 7 / 12, "sbi:faces:astro": 7 / 4, "sbi:faces:b": 0}
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real_step = keras.Model.train_on_batch
+
+    def recording_step(self, x, y=None, sample_weight=None, **kw):
+        seen.append((np.asarray(y), np.asarray(sample_weight)))
+        return real_step(self, x, y, sample_weight=sample_weight, **kw)
+
+    config = TrainConfig(
+        input_size=SIZE, epochs=1, batch_size=8, steps_per_epoch=2, seed=3, source_weights=weights
+    )
+    with fast_batchnorm_recalibration(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keras.Model, "train_on_batch", recording_step)
+        mp.setattr(training, "augment", lambda img, rng: img)
+        bundle, _ = train(data, val_set, config, tmp_path)
+
+    # The whole set went through once (2 steps of 8), each face at its hand-computed weight.
+    plan = training.BatchPlan(16, 8, 3, shuffle=True, epoch=0)
+    assert len(seen) == 2
+    for i, (y, w) in enumerate(seen):
+        idx = plan.indices(i)
+        assert y.tolist() == data.y[idx].tolist()
+        assert w.tolist() == pytest.approx([expected[s] for s in data.sources[idx]])
+    # The bundle records the weights it was trained with.
+    assert bundle.meta.training["source_weights"] == weights
+
+
+def test_the_cli_trains_with_source_weights_and_refuses_unknown_ones(tmp_path, capsys):
+    from detector.cli import build_parser, main
+
+    data = faces_with_blends(8, seed=6, prefix="a")
+    data.save(tmp_path / "faces.npz")
+    argv = ["train", "--data", str(tmp_path / "faces.npz"), "--out", str(tmp_path / "m")]
+    argv += ["--work-dir", str(tmp_path / "w"), "--epochs", "1", "--batch-size", "8"]
+    argv += ["--val-fraction", "0.25", "--test-fraction", "0", "--seed", "2"]
+
+    # A source the faces do not have is refused before any training, naming those they have.
+    assert main([*argv, "--source-weight", "ffpp=2"]) == 2
+    err = capsys.readouterr().err
+    assert "no training face comes from source 'ffpp'" in err
+    assert "faces:astro, sbi:faces:astro" in err
+    assert not (tmp_path / "w").exists()
+    # So is weighing every fake at 0, and a weight that is not a number 0 or more.
+    assert main([*argv, "--source-weight", "sbi=0"]) == 2
+    assert "every fake training face has weight 0" in capsys.readouterr().err
+    for bad in ("sbi", "sbi=-1", "sbi=x", "=2"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--source-weight", bad])
+
+    # A valid weight trains, and the bundle says so.
+    with fast_batchnorm_recalibration():
+        assert main([*argv, "--source-weight", "sbi=2", "--source-weight", "faces=1.5"]) == 0
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["training"]["source_weights"] == {"sbi": 2.0, "faces": 1.5}
+
+
 def test_it_resumes_from_the_work_dir(trained):
     train_set, val_set = trained["data"]
     epochs: list[int] = []
@@ -776,6 +883,7 @@ OPTIONS = {
         "--average-every",
         "--sbi",
         "--fresh-sbi",
+        "--source-weight",
         "--name",
         "--version",
     ],
