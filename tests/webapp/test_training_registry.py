@@ -378,6 +378,7 @@ def test_it_queues_a_run_from_the_form_and_the_api(
         "layout": "auto",
         "compression": "c23",
         "labelled": False,
+        "labelled_weight": 1.0,
     }
     assert run.params["epochs"] == 2 and run.params["fine_tune_from"] == "tiny-1"
     assert run.params["average_every"] is None  # off unless asked for
@@ -392,6 +393,7 @@ def test_it_queues_a_run_from_the_form_and_the_api(
         ({"dataset": "relative/path"}, b"absolute path"),
         ({"labelled": "on"}, b"No clip has been labelled"),
         ({"average_every": 0}, b"greater than or equal to 1"),
+        ({"labelled_weight": 0}, b"greater than or equal to 0.1"),
     ]
     for change, reason in cases:
         resp = staff_client.post("/staff/models/retrain/", {**form, **change})
@@ -548,6 +550,67 @@ def _tiny_run(staff, tmp_path, settings, on_commit) -> TrainingRun:
     params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 4}
     with on_commit():
         return start_run(staff, {"dataset": str(data_dir), "layout": "folder"}, params)
+
+
+def test_a_run_weighs_the_labelled_clips_as_staff_asked(
+    staff,
+    alice,
+    astro_clip,
+    tiny_model_dir,
+    tmp_path,
+    settings,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    from detector import training
+    from webapp.training.services import LABELLED_SOURCE, labelled_weights
+
+    # Weight 1 (or no labelled clips) adds nothing; another weight covers the clips and
+    # their self-blends alike.
+    assert labelled_weights({"labelled": True, "labelled_weight": 1.0}) == {}
+    assert labelled_weights({"labelled": False, "labelled_weight": 3.0}) == {}
+    both = {LABELLED_SOURCE: 3.0, f"sbi:{LABELLED_SOURCE}": 3.0}
+    assert labelled_weights({"labelled": True, "labelled_weight": 3.0}) == both
+
+    # A real run on a face folder and six labelled clips, labelled clips weighted 3.
+    settings.VAR_DIR = tmp_path / "var"
+    registry.ensure_registered()
+    for i in range(6):
+        label = "fake" if i % 2 else "real"
+        make_analysis(alice, astro_clip.read_bytes(), status="done", user_label=label)
+    sources = {
+        "dataset": str(face_folder(tmp_path / "faces", 4)),
+        "layout": "folder",
+        "labelled": True,
+        "labelled_weight": 3.0,
+    }
+    params = {"epochs": 1, "input_size": 71, "batch_size": 8, "frames_per_video": 2}
+    params |= {"steps_per_epoch": 1, "sbi": True}
+    with django_capture_on_commit_callbacks():
+        run = start_run(staff, sources, params)
+    seen = {}
+    real_train = training.train
+
+    def recording_train(train_set, val_set, config, *args, **kwargs):
+        seen["sources"], seen["weights"] = set(train_set.sources.tolist()), config.source_weights
+        return real_train(train_set, val_set, config, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train", recording_train)
+    assert execute_training_run(run.id) == "done"
+
+    # Training got the weight for each labelled source it has (the split decides which:
+    # six clips leave one in training all but about once in 1,400 runs), and the
+    # version records it.
+    assert seen["weights"] == {k: w for k, w in both.items() if k in seen["sources"]}
+    assert seen["weights"]
+    run.refresh_from_db()
+    assert run.model_version.meta["training"]["source_weights"] == seen["weights"]
+    page = Client()
+    page.force_login(staff)
+    assert (
+        b"the clips users labelled (weight 3.0)"
+        in page.get(f"/staff/models/runs/{run.id}/").content
+    )
 
 
 def test_a_retried_run_discards_the_version_its_dead_attempt_left(

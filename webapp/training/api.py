@@ -72,6 +72,11 @@ RetrainRequest = inline_serializer(
         "layout": serializers.ChoiceField(["auto", "folder", "ffpp"], required=False),
         "compression": serializers.ChoiceField(["c23", "c40", "raw"], required=False),
         "labelled": serializers.BooleanField(required=False),
+        "labelled_weight": serializers.FloatField(
+            required=False,
+            help_text="How much the labelled clips' faces count against the dataset's "
+            "(0.1 to 100; default 1).",
+        ),
         "epochs": serializers.IntegerField(required=False),
         "input_size": serializers.IntegerField(required=False),
         "fine_tune_from": serializers.IntegerField(required=False, help_text="A version id."),

@@ -34,6 +34,15 @@ class RetrainForm(forms.Form):
         label="FaceForensics++ compression",
     )
     labelled = forms.BooleanField(required=False, label="Include the clips users labelled")
+    labelled_weight = forms.FloatField(
+        min_value=0.1,
+        max_value=100,
+        initial=1.0,
+        required=False,
+        label="Weight of the labelled clips",
+        help_text="How much each labelled clip's faces count in training against the dataset's "
+        "(1: the same; 5: five times as much). Classes stay balanced.",
+    )
     epochs = forms.IntegerField(min_value=1, max_value=200, initial=5)
     input_size = forms.IntegerField(
         min_value=71,
@@ -123,6 +132,7 @@ class RetrainForm(forms.Form):
             "layout": d.get("layout") or "auto",
             "compression": d.get("compression") or "c23",
             "labelled": bool(d.get("labelled")),
+            "labelled_weight": d.get("labelled_weight") or 1.0,
         }
 
     def params(self) -> dict[str, Any]:

@@ -135,6 +135,16 @@ def dataset_items(path: str, layout: str = "auto", compression: str = "c23") -> 
         raise RunFailed(str(exc)) from exc
 
 
+def labelled_weights(sources: dict[str, Any]) -> dict[str, float]:
+    """The source weights of a run: the labelled clips' weight, when it is not 1. Their
+    self-blends (`sbi:` + their source) weigh the same, so a weight moves a source as a
+    whole."""
+    w = float(sources.get("labelled_weight") or 1.0)
+    if not sources.get("labelled") or w == 1.0:
+        return {}
+    return {LABELLED_SOURCE: w, f"sbi:{LABELLED_SOURCE}": w}
+
+
 def gather_items(run: TrainingRun, tmp: Path) -> list:
     items = []
     if run.sources.get("dataset"):
@@ -467,6 +477,13 @@ def _train(run: TrainingRun, reporter: _Reporter, tmp: Path, work: Path) -> Mode
             "The training faces are all of one class: add real and fake data "
             "(or tick 'add self-blended fakes')."
         )
+    # Weights only for sources training has: the split may leave no labelled clip there.
+    present = set(tr.sources.tolist())
+    if fresh is not None:
+        present |= {f"sbi:{s}" for s in tr.sources[tr.y == 0].tolist()}
+    weights = {k: w for k, w in labelled_weights(run.sources).items() if k in present}
+    if weights:
+        run.append_log(f"source weights: {weights}")
     test_groups = set(te.groups.tolist())
     test_items = [it for it in items if it.group in test_groups]
     run.append_log(f"faces: train {len(tr)}, validation {len(va)}, test {len(te)} (split by clip)")
@@ -494,6 +511,7 @@ def _train(run: TrainingRun, reporter: _Reporter, tmp: Path, work: Path) -> Mode
         steps_per_epoch=p.get("steps_per_epoch") or None,
         patience=int(p.get("patience", 3)),
         average_every=p.get("average_every") or None,
+        source_weights=weights,
         seed=SEED,
         fine_tune_from=run.parent.bundle_path if run.parent else None,
         extra={"run": run.id, "sources": run.sources},
