@@ -222,6 +222,20 @@ def test_a_clip_whose_faces_are_too_small_to_judge_says_so(
         "No face big enough to judge shows signs of manipulation the model can see. " + left_out
     )
     assert page.inner_text("#confidence").startswith("Confidence 90%")
+
+    # An uncertain verdict claims no confidence ("70%" would read as "70% sure"): it says
+    # which way the score leans.
+    report["verdict"].update(
+        label="uncertain", note="", fake_probability=0.7, threshold=0.64, confidence=0.7
+    )
+    for t in report["tracks"]:
+        t["note"] = ""
+    Analysis.objects.filter(id=a.id).update(report=report)
+    page.goto(f"{stack.url}/analyses/{a.id}/")
+    page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+    assert page.inner_text("#confidence") == (
+        "Leans fake, too close to call · fake probability 0.70 (threshold 0.64)"
+    )
     assert csp_violations == []
 
 

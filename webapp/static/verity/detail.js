@@ -44,8 +44,12 @@
     const v = r.verdict;
     $("verdict").textContent = LABELS[v.label]; $("verdict").className = "verdict " + v.label;
     const judged = !(v.note && r.tracks.every(t => t.note));  // some face big enough to judge
+    // An uncertain verdict claims no confidence: it says which way the score leans.
+    const claim = !judged ? "Not judged" : v.label === "uncertain"
+      ? `Leans ${v.fake_probability >= v.threshold ? "fake" : "real"}, too close to call`
+      : `Confidence ${Math.round(v.confidence * 100)}%`;
     $("confidence").textContent = v.label === "no_face" ? "" :
-      `${judged ? `Confidence ${Math.round(v.confidence * 100)}%` : "Not judged"} · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
+      `${claim} · fake probability ${v.fake_probability.toFixed(2)} (threshold ${v.threshold.toFixed(2)})`;
     // What the verdict rests on: the model and the options it ran with.
     const ran = [`Model ${r.model.name} ${r.model.version}`];
     if (r.options) {
