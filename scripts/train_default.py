@@ -74,14 +74,24 @@ def summary(name: str, result: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--parent", default="models/default")
-    ap.add_argument("--work", default="var/training/default")
-    ap.add_argument("--out", default="var/models/default-v2")
-    ap.add_argument("--version", default="2.0")
+    ap.add_argument("--size", type=int, default=128, help="input size in px (default 128)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
+    ap.add_argument(
+        "--steps", type=int, default=200, help="cap on batches of 16 per epoch (default 200)"
+    )
+    ap.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    ap.add_argument(
+        "--parent", default="models/default", help="bundle to fine-tune (default models/default)"
+    )
+    ap.add_argument(
+        "--work",
+        default="var/training/default",
+        help="work folder: cached faces, checkpoints, TensorBoard logs; rerun to resume",
+    )
+    ap.add_argument(
+        "--out", default="var/models/default-v2", help="where the bundle is written (or read)"
+    )
+    ap.add_argument("--version", default="2.0", help="version stored in the bundle")
     ap.add_argument(
         "--mesonet",
         action=argparse.BooleanOptionalAction,
