@@ -193,17 +193,8 @@ def _train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     weights = dict(args.source_weight or [])
-    names = tr.sources
-    if fresh is not None:  # the blends to come are named after their real originals
-        names = np.concatenate([names, np.char.add("sbi:", tr.sources[tr.y == 0])])
-    try:
-        training.check_source_weights(weights, names)
-        training.class_factors(
-            np.concatenate([tr.y, np.ones(int((tr.y == 0).sum()), int)])
-            if fresh is not None
-            else tr.y,
-            training.face_weights(names, weights),
-        )
+    try:  # train() checks too, but only after building a model and a work folder
+        training.weighted_class_factors(weights, *training.planned_faces(tr, fresh is not None))
     except ValueError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2

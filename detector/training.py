@@ -381,12 +381,13 @@ def face_weights(sources: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     """Each face's source weight: that of the longest key equal to its source or a prefix of
     it ending at a ':' ("ffpp" covers "ffpp:Deepfakes", "sbi:faces:lfw" only LFW's
     self-blends); 1 where no key matches."""
-    out = np.ones(len(sources), dtype=np.float64)
-    for i, source in enumerate(sources.tolist()):
-        keys = [k for k in weights if _covers(k, source)]
+    names, inverse = np.unique(np.asarray(sources, dtype=str), return_inverse=True)
+    per_name = np.ones(len(names), dtype=np.float64)
+    for i, name in enumerate(names.tolist()):
+        keys = [k for k in weights if _covers(k, name)]
         if keys:
-            out[i] = weights[max(keys, key=len)]
-    return out
+            per_name[i] = weights[max(keys, key=len)]
+    return per_name[inverse.reshape(-1)]
 
 
 def class_factors(y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -408,6 +409,28 @@ def check_source_weights(weights: dict[str, float], sources: np.ndarray) -> None
             raise ValueError(
                 f"no training face comes from source {key!r}; the sources are " + ", ".join(present)
             )
+
+
+def weighted_class_factors(
+    weights: dict[str, float], y: np.ndarray, sources: np.ndarray
+) -> np.ndarray:
+    """`class_factors` of the faces (`y`, `sources`) under `weights`, after checking that
+    every weighted source is there: what `train` runs before its first step."""
+    check_source_weights(weights, sources)
+    return class_factors(y, face_weights(sources, weights))
+
+
+def planned_faces(train_set: FaceSet, fresh_blends: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, sources) of the faces a run will train on, known before any blend is made:
+    `train_set`, plus with fresh blends one fake `sbi:<source>` per real face (as
+    sbi.FreshBlends names them)."""
+    if not fresh_blends:
+        return train_set.y, train_set.sources
+    reals = train_set.sources[train_set.y == 0]
+    return (
+        np.concatenate([train_set.y, np.ones(len(reals), dtype=train_set.y.dtype)]),
+        np.concatenate([train_set.sources, np.char.add("sbi:", reals.astype(str))]),
+    )
 
 
 def initial_model(config: TrainConfig):
@@ -713,8 +736,7 @@ def train(
             return first if epoch == 0 else fresh(epoch)
 
     pool = train_set if first is None else FaceSet.concat([train_set, first])
-    check_source_weights(config.source_weights, pool.sources)
-    factors = class_factors(pool.y, face_weights(pool.sources, config.source_weights))
+    factors = weighted_class_factors(config.source_weights, pool.y, pool.sources)
 
     history: dict[str, list[float]] = dict(state.get("history", {})) if initial_epoch else {}
     average = _fit(

@@ -438,7 +438,14 @@ def reap_stale_runs() -> dict[str, int]:
 
 
 def _train(run: TrainingRun, reporter: _Reporter, tmp: Path, work: Path) -> ModelVersion:
-    from detector.training import FaceSet, TrainConfig, extract_faces, save_curves, train
+    from detector.training import (
+        FaceSet,
+        TrainConfig,
+        extract_faces,
+        planned_faces,
+        save_curves,
+        train,
+    )
     from webapp.training.registry import ensure_registered
 
     p = run.params
@@ -478,9 +485,7 @@ def _train(run: TrainingRun, reporter: _Reporter, tmp: Path, work: Path) -> Mode
             "(or tick 'add self-blended fakes')."
         )
     # Weights only for sources training has: the split may leave no labelled clip there.
-    present = set(tr.sources.tolist())
-    if fresh is not None:
-        present |= {f"sbi:{s}" for s in tr.sources[tr.y == 0].tolist()}
+    present = set(planned_faces(tr, fresh is not None)[1].tolist())
     weights = {k: w for k, w in labelled_weights(run.sources).items() if k in present}
     if weights:
         run.append_log(f"source weights: {weights}")
