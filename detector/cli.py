@@ -253,13 +253,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             detect_images=not args.aligned,
         )
         bar.close()
-    scores = bundle.predict(_at_size(data.x, bundle.input_size))
+    scores = _scores(bundle, data.x)
     threshold = args.threshold if args.threshold is not None else bundle.meta.threshold
     result = training.evaluate_scores(data, scores, threshold)
     print(_table({"evaluation": result}))
     if args.against:
         other = ModelBundle.load(args.against, runtime=args.runtime)
-        other_scores = other.predict(_at_size(data.x, other.input_size))
+        other_scores = _scores(other, data.x)
         result["against"] = {
             "model": str(args.against),
             "version": other.meta.version,
@@ -273,16 +273,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_size(x, size: int):
-    """Face crops resized to a bundle's input size (the same crops, so a fair comparison),
-    interpolated as the pipeline's crops are: area when shrinking, linear when enlarging."""
+def _scores(bundle, x):
+    """The bundle's scores for face crops x, each resized to its input size first (the same
+    crops for every bundle, so a fair comparison), interpolated as the pipeline's crops are:
+    area when shrinking, linear when enlarging. A chunk at a time: x may be on disk."""
+    size = bundle.input_size
     if x.shape[1] == size:
-        return x
+        return bundle.predict(x)
     import cv2
     import numpy as np
 
+    from detector.faceset import chunks
+
     interp = cv2.INTER_AREA if x.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in x])
+    return np.concatenate(
+        [
+            bundle.predict(
+                np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in chunk])
+            )
+            for chunk in chunks(x)
+        ]
+    )
 
 
 def _comparison_table(version: str, other: str, result: dict) -> str:

@@ -136,7 +136,7 @@ def preprocess(crops: np.ndarray) -> np.ndarray:
     The same arithmetic as keras.applications.xception.preprocess_input (x / 127.5 - 1),
     in numpy so that inference on ONNX Runtime never has to import Keras.
     """
-    x = crops.astype(np.float32)
+    x = np.array(crops, dtype=np.float32)  # a copy, from an array or a FaceRows
     x /= np.float32(127.5)
     x -= np.float32(1.0)
     return x
@@ -221,12 +221,21 @@ class ModelBundle:
     def warm_up(self) -> None:
         self.predict(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
 
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        """Fake probability for each RGB uint8 crop of shape (n, s, s, 3)."""
+    def predict(self, crops: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Fake probability for each RGB uint8 crop of shape (n, s, s, 3).
+
+        `crops` may be anything that slices into arrays (a memory-mapped file, a FaceRows):
+        they are read and preprocessed `chunk` at a time, so scoring a large set needs
+        memory for one chunk of float32 inputs, not for the whole set.
+        """
         if len(crops) == 0:
             return np.zeros((0,), np.float32)
-        probs = self._runner()(preprocess(crops))
-        return self.calibrate(probs[:, CLASS_ORDER.index("fake")])
+        fake = CLASS_ORDER.index("fake")
+        probs = [
+            self._runner()(preprocess(np.asarray(crops[i : i + chunk])))[:, fake]
+            for i in range(0, len(crops), chunk)
+        ]
+        return self.calibrate(np.concatenate(probs))
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:
         cal = self.meta.calibration

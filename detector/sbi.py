@@ -18,7 +18,7 @@ import dlib
 import numpy as np
 
 from detector.faces import FaceDetector, models_file
-from detector.training import FaceSet
+from detector.faceset import FaceSet, FaceWriter
 
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 # SBI draws the blend ratio from this list: full-strength blends half the time, and
@@ -180,19 +180,19 @@ def self_blended_set(
     rng = random.Random(seed)
     predictor = default_predictor()
     idx = np.flatnonzero(real.y == 0)
-    xs = []
+    blends = FaceWriter(real.x.shape[1] if real.x.ndim == 4 else None)
     for n, i in enumerate(idx):
-        xs.append(self_blend(real.x[i], rng, predictor))
+        blends.add(self_blend(real.x[i], rng, predictor))
         if progress:
             progress(n + 1, len(idx))
-    return _as_fakes(real.subset(idx), xs)
+    return _as_fakes(real.subset(idx), blends)
 
 
-def _as_fakes(real: FaceSet, xs: list[np.ndarray]) -> FaceSet:
-    """The blends `xs` of the real faces `real`, one each, labelled fake in their groups."""
-    s = real.x.shape[1:] if real.x.ndim == 4 else (0, 0, 3)
+def _as_fakes(real: FaceSet, blends: FaceWriter) -> FaceSet:
+    """The blends of the real faces `real`, one each, labelled fake in their groups.
+    The blends were spilled to disk as they were made (as many as there are reals)."""
     return FaceSet(
-        np.stack(xs) if xs else np.zeros((0, *s), np.uint8),
+        blends.array(),
         np.ones(len(real), dtype=real.y.dtype),
         np.array([f"sbi:{src}" for src in real.sources.tolist()], dtype=str),
         real.groups.copy(),
@@ -226,6 +226,7 @@ class FreshBlends:
 
     def __call__(self, epoch: int) -> FaceSet:
         rng = random.Random(f"sbi:{self.seed}:{epoch}")
-        return _as_fakes(
-            self.real, [blend_at(x, p, rng) for x, p in zip(self.real.x, self.points, strict=True)]
-        )
+        blends = FaceWriter(self.real.x.shape[1] if self.real.x.ndim == 4 else None)
+        for x, p in zip(self.real.x, self.points, strict=True):
+            blends.add(blend_at(x, p, rng))
+        return _as_fakes(self.real, blends)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from detector.faces import FaceDetector, square_crop
+from detector.faceset import FaceSet, FaceWriter
 from detector.metrics import auc_difference, binary_metrics, choose_threshold
 from detector.model import BundleMeta, ModelBundle, build_xception, load_keras, read_meta
 
@@ -46,67 +47,6 @@ class Item:
     source: str  # e.g. "faces:mesonet" or "ffpp:Deepfakes"
     group: str  # items of one group (one video) never straddle splits
     kind: str = "image"  # image | video
-
-
-@dataclass
-class FaceSet:
-    x: np.ndarray  # (n, s, s, 3) uint8
-    y: np.ndarray  # (n,) int
-    sources: np.ndarray  # (n,) str
-    groups: np.ndarray  # (n,) str: never split across train / validation / test
-    # (n,) str: the file each face came from, for video-level scores; None: use groups.
-    videos: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @property
-    def video_ids(self) -> np.ndarray:
-        return self.videos if self.videos is not None else self.groups
-
-    def subset(self, mask: np.ndarray) -> FaceSet:
-        return FaceSet(
-            self.x[mask], self.y[mask], self.sources[mask], self.groups[mask], self.video_ids[mask]
-        )
-
-    def save(self, path: str | Path) -> None:
-        np.savez(
-            path,
-            x=self.x,
-            y=self.y,
-            sources=self.sources,
-            groups=self.groups,
-            videos=self.video_ids,
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> FaceSet:
-        with np.load(path, allow_pickle=False) as d:
-            return cls(
-                d["x"],
-                d["y"],
-                d["sources"],
-                d["groups"],
-                d["videos"] if "videos" in d.files else None,
-            )
-
-    @classmethod
-    def concat(cls, sets: list[FaceSet]) -> FaceSet:
-        sets = [s for s in sets if len(s)]
-        if not sets:
-            raise ValueError("no faces in any source")
-        return cls(
-            *(
-                np.concatenate([getattr(s, a) for s in sets])
-                for a in ("x", "y", "sources", "groups", "video_ids")
-            )
-        )
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for g, y in sorted(zip(self.groups.tolist(), self.y.tolist(), strict=True)):
-            h.update(f"{g}:{y};".encode())
-        return h.hexdigest()[:16]
 
 
 # ---- sources ---------------------------------------------------------------------------
@@ -239,7 +179,15 @@ def extract_faces(
 
     items = list(items)
     detector = detector or FaceDetector("hog", max_side=640)
-    xs, ys, srcs, groups, videos = [], [], [], [], []
+    # Crops go to disk as they come: memory stays flat however many faces there are.
+    crops = FaceWriter(size)
+    ys, srcs, groups, videos = [], [], [], []
+
+    def keep(crop: np.ndarray, it: Item) -> None:
+        crops.add(crop)
+        ys.append(it.label), srcs.append(it.source), groups.append(it.group)
+        videos.append(it.path)
+
     for n, it in enumerate(items):
         try:
             if it.kind == "video":
@@ -247,38 +195,25 @@ def extract_faces(
                 for s in sample_frames(it.path, info, frames_per_video):
                     crop = _largest_face_crop(s.image, detector, size, fallback=False)
                     if crop is not None:
-                        (
-                            xs.append(crop),
-                            ys.append(it.label),
-                            srcs.append(it.source),
-                            groups.append(it.group),
-                            videos.append(it.path),
-                        )
+                        keep(crop, it)
             else:
                 img = read_image(it.path)
                 if detect_images:
                     crop = _largest_face_crop(img, detector, size, fallback=True)
                 else:
                     crop = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-                (
-                    xs.append(crop),
-                    ys.append(it.label),
-                    srcs.append(it.source),
-                    groups.append(it.group),
-                    videos.append(it.path),
-                )
+                keep(crop, it)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long extraction
             print(f"skipped {it.path}: {exc}")
         if progress:
             progress(n + 1, len(items))
-    if not xs:
-        return FaceSet(
-            np.zeros((0, size, size, 3), np.uint8),
-            np.zeros((0,), int),
-            np.array([], str),
-            np.array([], str),
-        )
-    return FaceSet(np.stack(xs), np.array(ys), np.array(srcs), np.array(groups), np.array(videos))
+    return FaceSet(
+        crops.array(),
+        np.array(ys, int),
+        np.array(srcs, str),
+        np.array(groups, str),
+        np.array(videos, str) if videos else None,
+    )
 
 
 # ---- augmentation ----------------------------------------------------------------------
