@@ -190,7 +190,15 @@ def analyse_video(
     if output_video is not None:
         t = time.perf_counter()
         render_annotated(
-            path, info, per_track, tracks, samples_spacing(samples), output_video, options, progress
+            path,
+            info,
+            per_track,
+            tracks,
+            samples_spacing(samples),
+            output_video,
+            options,
+            progress,
+            threshold=meta.threshold,
         )
         timings["render"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
@@ -257,10 +265,15 @@ def samples_spacing(samples) -> int:
     return max(1, (samples[-1].index - samples[0].index) // (len(samples) - 1))
 
 
-def _label_text(label: str, p: float, conf: float, small: bool = False) -> str:
+def _label_text(label: str, p: float, conf: float, threshold: float, small: bool = False) -> str:
+    """What the video shows above a face. Fake and Real carry their confidence; an uncertain
+    face claims none and says which side of the threshold its score falls, as the result page
+    does (a bare "70%" there read as "70% sure")."""
     if small:
         return "Too small"
-    name = {"fake": "Fake", "real": "Real", "uncertain": "Fake?" if p >= 0.5 else "Real?"}[label]
+    if label == "uncertain":
+        return f"Uncertain, leans {'fake' if p >= threshold else 'real'}"
+    name = {"fake": "Fake", "real": "Real"}[label]
     return f"{name} {round(conf * 100)}%"
 
 
@@ -273,6 +286,8 @@ def render_annotated(
     output_video,
     options: Options,
     progress,
+    *,
+    threshold: float,
 ) -> int:
     """Write every frame with each face boxed and labelled; returns frames written."""
     by_id = {t.id: t for t in tracks}
@@ -292,14 +307,14 @@ def render_annotated(
                 # frame to RGB and back cost about 1.8 s of a 10 s 720p clip's 2.7 s render.
                 yuv = frame.to_ndarray(format="yuv420p")
                 for box, track in boxes_at.get(i, []):
-                    _draw_yuv(yuv, w, h, _layout(box, track, scale, h, w))
+                    _draw_yuv(yuv, w, h, _layout(box, track, scale, h, w, threshold))
                 writer.write_yuv(yuv)
             else:  # rotated, odd-sized or downscaled frames go through RGB
                 img = upright(frame.to_ndarray(format="rgb24"), rotation)
                 if img.shape[1] != w or img.shape[0] != h:
                     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
                 for box, track in boxes_at.get(i, []):
-                    _paint(img, _layout(box, track, scale, h, w))
+                    _paint(img, _layout(box, track, scale, h, w, threshold))
                 writer.write(img)
             if i % 10 == 0:
                 progress("rendering", i / total)
@@ -331,11 +346,15 @@ class _Label:
         return x0, y0, x1, y1
 
 
-def _layout(box: Box, track: Track, scale: float, height: int, width: int) -> _Label:
+def _layout(
+    box: Box, track: Track, scale: float, height: int, width: int, threshold: float
+) -> _Label:
     colour = {"fake": RED, "real": GREEN}.get(track.label, AMBER)
     l, t, r, b = (round(v * scale) for v in box.to_list())
     thick = max(2, round(min(height, width) / 300))
-    text = _label_text(track.label, track.fake_probability, track.confidence, bool(track.note))
+    text = _label_text(
+        track.label, track.fake_probability, track.confidence, threshold, bool(track.note)
+    )
     fs = max(0.5, min(height, width) / 900)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
     y = t - 4 if t - th - base - 4 > 0 else b + th + base + 4

@@ -214,7 +214,7 @@ def test_it_draws_labels_on_yuv_frames_as_it_does_on_rgb():
     h, w = img.shape[:2]
     yuv = cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420)
     track = Track(0, 0, 0, 1, fake_probability=0.9, label="fake", confidence=0.8, box=[])
-    lab = _layout(Box(200, 100, 330, 240), track, 1.0, h, w)
+    lab = _layout(Box(200, 100, 330, 240), track, 1.0, h, w, 0.5)
     # Drawn on the YUV planes (the render's fast path) and on RGB (the general path).
     _draw_yuv(yuv, w, h, lab)
     rgb = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
@@ -228,6 +228,18 @@ def test_it_draws_labels_on_yuv_frames_as_it_does_on_rgb():
     x0, y0, x1, y1 = lab.bounds(h, w)
     untouched = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
     assert np.array_equal(fast[y1 + 2 :], untouched[y1 + 2 :].astype(int))
+
+
+def test_video_labels_claim_confidence_only_for_judged_faces():
+    from detector.pipeline import _label_text
+
+    assert _label_text("fake", 0.88, 0.88, 0.64) == "Fake 88%"
+    assert _label_text("real", 0.07, 0.93, 0.64) == "Real 93%"
+    # Uncertain: no percentage, and the lean is taken against the model's threshold, not 0.5:
+    # 0.60 is under a 0.64 threshold, so it leans real, as the result page says.
+    assert _label_text("uncertain", 0.60, 0.60, 0.64) == "Uncertain, leans real"
+    assert _label_text("uncertain", 0.70, 0.70, 0.64) == "Uncertain, leans fake"
+    assert _label_text("uncertain", 0.70, 0.0, 0.64, small=True) == "Too small"
 
 
 def test_detectors_are_built_once_per_process_and_never_lent_twice_at_once():
