@@ -10,7 +10,7 @@ generator, so a classifier trained on it generalises to manipulation methods it 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 
 import cv2
@@ -180,19 +180,26 @@ def self_blended_set(
     rng = random.Random(seed)
     predictor = default_predictor()
     idx = np.flatnonzero(real.y == 0)
-    blends = FaceWriter(real.x.shape[1] if real.x.ndim == 4 else None)
-    for n, i in enumerate(idx):
-        blends.add(self_blend(real.x[i], rng, predictor))
-        if progress:
-            progress(n + 1, len(idx))
-    return _as_fakes(real.subset(idx), blends)
+
+    def made() -> Iterator[np.ndarray]:
+        for n, i in enumerate(idx):
+            yield self_blend(real.x[i], rng, predictor)
+            if progress:
+                progress(n + 1, len(idx))
+
+    return _as_fakes(real.subset(idx), made())
 
 
-def _as_fakes(real: FaceSet, blends: FaceWriter) -> FaceSet:
-    """The blends of the real faces `real`, one each, labelled fake in their groups.
-    The blends were spilled to disk as they were made (as many as there are reals)."""
+def _as_fakes(real: FaceSet, blends: Iterable[np.ndarray]) -> FaceSet:
+    """The blends of the real faces `real`, one each in order, labelled fake in their groups.
+    Each blend is spilled to disk as it is made, so a set of any size fits in memory."""
+    writer = FaceWriter(real.x.shape[1] if real.x.ndim == 4 else None)
+    for blend in blends:
+        writer.add(blend)
+    if writer.count != len(real):
+        raise ValueError(f"{len(writer)} blends for {len(real)} real faces")
     return FaceSet(
-        blends.array(),
+        writer.array(),
         np.ones(len(real), dtype=real.y.dtype),
         np.array([f"sbi:{src}" for src in real.sources.tolist()], dtype=str),
         real.groups.copy(),
@@ -226,7 +233,5 @@ class FreshBlends:
 
     def __call__(self, epoch: int) -> FaceSet:
         rng = random.Random(f"sbi:{self.seed}:{epoch}")
-        blends = FaceWriter(self.real.x.shape[1] if self.real.x.ndim == 4 else None)
-        for x, p in zip(self.real.x, self.points, strict=True):
-            blends.add(blend_at(x, p, rng))
+        blends = (blend_at(x, p, rng) for x, p in zip(self.real.x, self.points, strict=True))
         return _as_fakes(self.real, blends)
