@@ -161,6 +161,21 @@ def test_it_filters_and_searches_the_history(alice_client, alice):
     assert "beach.mp4" in body and "Fake 90%" in body
 
 
+def test_the_history_claims_no_confidence_for_an_uncertain_verdict(alice):
+    def shown(**verdict) -> str:
+        return make_analysis(alice, status=Status.DONE, verdict=verdict).verdict_display
+
+    assert shown(label="fake", confidence=0.81, fake_probability=0.81) == "Fake 81%"
+    assert shown(label="real", confidence=0.93, fake_probability=0.07) == "Real 93%"
+    # Uncertain: the lean is taken against the bundle's threshold, not 0.5.
+    leans = {"label": "uncertain", "confidence": 0.6, "threshold": 0.64}
+    assert shown(**leans, fake_probability=0.60) == "Uncertain, leans real"
+    assert shown(**leans, fake_probability=0.70) == "Uncertain, leans fake"
+    small = {"label": "uncertain", "confidence": 0.0, "fake_probability": 0.9}
+    assert shown(**small, note="1 face was under 80 px wide") == "Uncertain (faces too small)"
+    assert shown(label="no_face", confidence=0.0, fake_probability=0.0) == "No face found"
+
+
 def test_it_renders_the_result_page_with_the_current_state(alice_client, alice):
     a = make_analysis(alice, status=Status.RUNNING, progress=42, stage="detecting")
     body = alice_client.get(f"/analyses/{a.id}/").content.decode()

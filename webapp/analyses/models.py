@@ -101,8 +101,14 @@ class Analysis(JobRow):
         label = VERDICT_LABELS.get(self.verdict.get("label", ""), "")
         if self.verdict.get("label") == "no_face":
             return label
-        if self.verdict.get("label") == "uncertain" and not self.verdict.get("confidence"):
-            return f"{label} (faces too small)" if self.verdict.get("note") else label
+        if self.verdict.get("label") == "uncertain":
+            # An uncertain verdict claims no confidence ("Uncertain 70%" read as "70% sure"):
+            # it says which side of the threshold the score falls, as the result page does.
+            if not self.verdict.get("confidence"):
+                return f"{label} (faces too small)" if self.verdict.get("note") else label
+            p = float(self.verdict.get("fake_probability", 0))
+            side = "fake" if p >= float(self.verdict.get("threshold", 0.5)) else "real"
+            return f"{label}, leans {side}"
         return f"{label} {round(100 * float(self.verdict.get('confidence', 0)))}%"
 
     def delete_result_files(self) -> None:
