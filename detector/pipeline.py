@@ -267,12 +267,11 @@ def samples_spacing(samples) -> int:
 
 def _label_text(label: str, p: float, conf: float, threshold: float, small: bool = False) -> str:
     """What the video shows above a face. Fake and Real carry their confidence; an uncertain
-    face claims none and says which side of the threshold its score falls, as the result page
-    does (a bare "70%" there read as "70% sure")."""
+    face claims none (`verdict.uncertain_text`)."""
     if small:
         return "Too small"
     if label == "uncertain":
-        return f"Uncertain, leans {'fake' if p >= threshold else 'real'}"
+        return verdict.uncertain_text(p, threshold)
     name = {"fake": "Fake", "real": "Real"}[label]
     return f"{name} {round(conf * 100)}%"
 

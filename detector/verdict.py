@@ -35,6 +35,13 @@ def confidence_for(p: float, label: str) -> float:
     return 0.0
 
 
+def uncertain_text(p: float, threshold: float) -> str:
+    """How an uncertain verdict is worded on the video and in the history: it claims no
+    confidence (a bare "70%" read as "70% sure") and says which side of the threshold the
+    score falls, as the result page does."""
+    return f"Uncertain, leans {'fake' if p >= threshold else 'real'}"
+
+
 def track_probability(probs: Sequence[float]) -> float:
     """A track's fake probability: the mean of its faces' probabilities.
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from detector.verdict import uncertain_text
 from webapp.jobrow import JobRow
 
 
@@ -102,13 +103,12 @@ class Analysis(JobRow):
         if self.verdict.get("label") == "no_face":
             return label
         if self.verdict.get("label") == "uncertain":
-            # An uncertain verdict claims no confidence ("Uncertain 70%" read as "70% sure"):
-            # it says which side of the threshold the score falls, as the result page does.
             if not self.verdict.get("confidence"):
                 return f"{label} (faces too small)" if self.verdict.get("note") else label
-            p = float(self.verdict.get("fake_probability", 0))
-            side = "fake" if p >= float(self.verdict.get("threshold", 0.5)) else "real"
-            return f"{label}, leans {side}"
+            return uncertain_text(
+                float(self.verdict.get("fake_probability", 0)),
+                float(self.verdict.get("threshold", 0.5)),
+            )
         return f"{label} {round(100 * float(self.verdict.get('confidence', 0)))}%"
 
     def delete_result_files(self) -> None:
