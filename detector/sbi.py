@@ -197,7 +197,7 @@ def _as_fakes(real: FaceSet, blends: Iterable[np.ndarray]) -> FaceSet:
     for blend in blends:
         writer.add(blend)
     if writer.count != len(real):
-        raise ValueError(f"{len(writer)} blends for {len(real)} real faces")
+        raise ValueError(f"{writer.count} blends for {len(real)} real faces")
     return FaceSet(
         writer.array(),
         np.ones(len(real), dtype=real.y.dtype),

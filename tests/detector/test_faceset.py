@@ -231,3 +231,17 @@ def test_a_run_on_a_mapped_set_trains_on_the_batches_an_in_memory_run_would(tmp_
     got, want = batches(mapped, tmp_path / "a"), batches(in_memory, tmp_path / "b")
     assert len(got) == len(want) == 2
     assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_self_blends_must_number_one_per_real_face():
+    from detector.sbi import _as_fakes
+
+    reals = FaceSet(
+        np.zeros((2, 8, 8, 3), np.uint8),
+        np.zeros(2, int),
+        np.array(["faces:a", "faces:a"]),
+        np.array(["g0", "g1"]),
+    )
+    with pytest.raises(ValueError, match="1 blends for 2 real faces"):
+        _as_fakes(reals, [np.zeros((8, 8, 3), np.uint8)])
+    assert len(_as_fakes(reals, [np.zeros((8, 8, 3), np.uint8)] * 2)) == 2
