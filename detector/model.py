@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from detector.errors import BundleMismatch
+from detector.faceset import CHUNK, chunks
 from detector.runtime import RUNTIMES, Runner, keras_runner, load_onnx
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class ModelBundle:
     def warm_up(self) -> None:
         self.predict(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
 
-    def predict(self, crops: np.ndarray, chunk: int = 256) -> np.ndarray:
+    def predict(self, crops: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
         """Fake probability for each RGB uint8 crop of shape (n, s, s, 3).
 
         `crops` may be anything that slices into arrays (a memory-mapped file, a FaceRows):
@@ -231,10 +232,7 @@ class ModelBundle:
         if len(crops) == 0:
             return np.zeros((0,), np.float32)
         fake = CLASS_ORDER.index("fake")
-        probs = [
-            self._runner()(preprocess(np.asarray(crops[i : i + chunk])))[:, fake]
-            for i in range(0, len(crops), chunk)
-        ]
+        probs = [self._runner()(preprocess(c))[:, fake] for c in chunks(crops, chunk)]
         return self.calibrate(np.concatenate(probs))
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:

@@ -185,7 +185,9 @@ def extract_faces(
 
     def keep(crop: np.ndarray, it: Item) -> None:
         crops.add(crop)
-        ys.append(it.label), srcs.append(it.source), groups.append(it.group)
+        ys.append(it.label)
+        srcs.append(it.source)
+        groups.append(it.group)
         videos.append(it.path)
 
     for n, it in enumerate(items):
