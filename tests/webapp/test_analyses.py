@@ -124,6 +124,51 @@ def test_it_serves_byte_ranges_so_the_player_can_seek(alice_client, alice):
     assert alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=5000-").status_code == 416
 
 
+def test_under_asgi_files_stream_chunk_by_chunk_not_read_whole_first():
+    """Django consumes a synchronous iterator whole before sending under ASGI (and warns):
+    the site runs under ASGI, so downloads must be async generators there."""
+    import asyncio
+    import warnings
+
+    from django.core.files.storage import default_storage
+    from django.test import AsyncRequestFactory, RequestFactory
+
+    from webapp.analyses.media import CHUNK, serve_file
+
+    data = bytes(range(256)) * (3 * CHUNK // 256) + b"tail"
+    name = default_storage.save("results/t/big.bin", ContentFile(data))
+
+    async def consume(resp) -> list[bytes]:
+        return [part async for part in resp]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "must consume synchronous iterators" fails it
+        whole = serve_file(AsyncRequestFactory().get("/"), name, "application/octet-stream")
+        assert whole.is_async
+        parts = asyncio.run(consume(whole))
+        assert len(parts) == 4 and b"".join(parts) == data
+        ranged = serve_file(
+            AsyncRequestFactory().get("/", headers={"Range": f"bytes={CHUNK - 2}-{CHUNK + 1}"}),
+            name,
+            "application/octet-stream",
+        )
+        assert ranged.status_code == 206 and asyncio.run(consume(ranged)) == [
+            data[CHUNK - 2 : CHUNK + 2]
+        ]
+    # Under WSGI (the test client, runserver) it stays a plain generator.
+    sync = serve_file(RequestFactory().get("/"), name, "application/octet-stream")
+    assert not sync.is_async and b"".join(sync.streaming_content) == data
+
+
+def test_a_file_the_row_names_but_storage_lost_is_a_404_not_a_500(alice_client, alice):
+    a = make_analysis(alice, status=Status.DONE)
+    a.annotated.save("annotated.mp4", ContentFile(b"video"))
+    a.thumbnail.save("thumbnail.jpg", ContentFile(b"jpeg"))
+    a.delete_result_files()
+    assert alice_client.get(f"/analyses/{a.id}/video/").status_code == 404
+    assert alice_client.get(f"/analyses/{a.id}/thumbnail.jpg").status_code == 404
+
+
 def test_it_downloads_the_original_as_an_attachment_never_inline(alice_client, alice):
     a = make_analysis(alice, original_name="evil.html")
     resp = alice_client.get(f"/analyses/{a.id}/original/")

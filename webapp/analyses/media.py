@@ -1,11 +1,19 @@
-"""Serve private files with HTTP Range support, so video players can seek."""
+"""Serve private files with HTTP Range support, so video players can seek.
+
+Under ASGI (how the site runs) the body is an async generator: Django consumes a
+synchronous iterator whole, in a thread, before it sends the first byte, which would hold a
+500 MB upload in the web process's memory for every download. Under WSGI it stays a plain
+generator.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+from asgiref.sync import sync_to_async
 from django.core.files.storage import default_storage
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models.fields.files import FieldFile
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -27,18 +35,37 @@ def _iter(fh, start: int, length: int) -> Iterator[bytes]:
         fh.close()
 
 
+async def _aiter(fh, start: int, length: int) -> AsyncIterator[bytes]:
+    read = sync_to_async(fh.read, thread_sensitive=False)
+    try:
+        await sync_to_async(fh.seek, thread_sensitive=False)(start)
+        remaining = length
+        while remaining > 0:
+            data = await read(min(CHUNK, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield data
+    finally:
+        await sync_to_async(fh.close, thread_sensitive=False)()
+
+
 def serve_file(
     request: HttpRequest,
     field: FieldFile | str,
     content_type: str,
     download_name: str | None = None,
 ) -> HttpResponse:
-    """Stream a stored file (a FieldFile, or a name in the default storage)."""
+    """Stream a stored file (a FieldFile, or a name in the default storage); 404 when the
+    row names a file that is no longer there."""
     if isinstance(field, str):
         storage, name = default_storage, field
     else:
         storage, name = field.storage, field.name
-    size = storage.size(name)
+    try:
+        size = storage.size(name)
+    except FileNotFoundError:
+        return HttpResponse(status=404)
     header = request.headers.get("Range", "").strip()
     start, end = 0, size - 1
     status = 200
@@ -59,8 +86,12 @@ def serve_file(
             return resp
         status = 206
     length = end - start + 1
-    fh = storage.open(name, "rb")
-    resp = StreamingHttpResponse(_iter(fh, start, length), status=status, content_type=content_type)
+    try:
+        fh = storage.open(name, "rb")
+    except FileNotFoundError:
+        return HttpResponse(status=404)
+    body = (_aiter if isinstance(request, ASGIRequest) else _iter)(fh, start, length)
+    resp = StreamingHttpResponse(body, status=status, content_type=content_type)
     resp["Content-Length"] = str(length)
     resp["Accept-Ranges"] = "bytes"
     resp["X-Content-Type-Options"] = "nosniff"
