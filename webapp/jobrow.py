@@ -28,8 +28,17 @@ class JobRow(models.Model):
     class Meta:
         abstract = True
 
-    def transition(self, old: str | tuple[str, ...], new: str, **fields: Any) -> bool:
+    def transition(
+        self,
+        old: str | tuple[str, ...],
+        new: str,
+        *,
+        where: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> bool:
         """Change status only if it is still `old` (a conditional UPDATE), then record it.
+        `where` adds conditions: the lease of the worker that holds the job, or the
+        heartbeat a reaper read.
 
         Returns False when another process got there first: the caller must not act as if
         it owned the job.
@@ -39,7 +48,7 @@ class JobRow(models.Model):
             fields.setdefault("finished", timezone.now())
         previous = self.status
         with transaction.atomic():
-            rows = type(self)._default_manager.filter(pk=self.pk, status__in=olds)
+            rows = type(self)._default_manager.filter(pk=self.pk, status__in=olds, **(where or {}))
             changed = rows.update(status=new, **fields)
             if changed:
                 self.record_transition(previous, new, fields)

@@ -88,3 +88,19 @@ def test_it_refuses_to_start_with_an_unknown_runtime():
     # A typo in the runtime stops the process at start, not every analysis later.
     assert done.returncode != 0
     assert "VERITY_RUNTIME must be auto, onnx or keras, not 'tensorrt'" in done.stderr
+
+
+def test_a_rerun_counts_against_the_queue_limit_too(client, settings, django_user_model):
+    from tests.webapp.conftest import make_analysis
+    from webapp.analyses.models import Status
+
+    settings.VERITY_MAX_QUEUED_PER_USER = 2
+    user = django_user_model.objects.create_user("dee", password="pw-12345678")
+    client.force_login(user)
+    finished = make_analysis(user, status=Status.DONE)
+    for _ in range(2):
+        make_analysis(user)
+    resp = client.post(f"/analyses/{finished.id}/rerun/", follow=True)
+    assert "limit is 2" in resp.content.decode()
+    finished.refresh_from_db()
+    assert finished.status == Status.DONE

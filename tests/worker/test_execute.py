@@ -269,3 +269,77 @@ def test_a_deferred_job_is_sent_again_with_its_own_time_limits(
     assert sent == [
         ((str(waiting.id),), {"countdown": 5, "time_limit": 4060, "soft_time_limit": 4000})
     ]
+
+
+def test_a_fresh_upload_whose_message_was_lost_is_sent_again(
+    owner, astro_clip, settings, monkeypatch
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from worker.tasks import run_analysis
+
+    sent = []
+    # The broker loses the first message (a Redis restarted empty): nothing is delivered.
+    monkeypatch.setattr(run_analysis, "apply_async_on_commit", lambda *a, **kw: None)
+    monkeypatch.setattr(run_analysis, "apply_async", lambda args, **kw: sent.append(args[0]))
+    fresh = submit.create_analysis(owner, SimpleUploadedFile("c.mp4", astro_clip.read_bytes()))
+    # A row from before uploads stamped a heartbeat: none at all.
+    legacy = make_analysis(owner)
+    assert fresh.heartbeat is not None and legacy.heartbeat is None
+    settings.VERITY_RESEND_QUEUED_SECONDS = 0
+    assert services.reap_stale()["resent"] == 2
+    assert sorted(sent) == sorted([str(fresh.id), str(legacy.id)])
+
+
+def _take_over_midway(monkeypatch, a: Analysis, take_over) -> None:
+    """Run `take_over()` once, when the first worker starts rendering."""
+    real, done = services.publish_analysis, []
+
+    def hook(analysis):
+        real(analysis)
+        if analysis.stage == "rendering" and not done:
+            done.append(True)
+            take_over()
+
+    monkeypatch.setattr(services, "publish_analysis", hook)
+
+
+def test_a_worker_that_lost_its_job_leaves_the_new_holders_results_alone(
+    owner, astro_clip, tiny_model_dir, monkeypatch
+):
+    from django.test import Client
+
+    a = make_analysis(owner, astro_clip.read_bytes())
+
+    def second_worker_runs_it_to_the_end():
+        # The reaper thought the first worker dead; a second one takes it and finishes.
+        Analysis.objects.filter(id=a.id).update(status=Status.QUEUED)
+        assert services.execute_analysis(str(a.id)) == Status.DONE
+
+    _take_over_midway(monkeypatch, a, second_worker_runs_it_to_the_end)
+    # The first worker finds the job is no longer its own and stops, deleting nothing.
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    assert a.attempts == 2 and a.transitions.filter(new="done").count() == 1
+    c = Client()
+    c.force_login(owner)
+    for path in ("video/", "thumbnail.jpg", "faces/0.jpg"):
+        assert c.get(f"/analyses/{a.id}/{path}").status_code == 200, path
+
+
+def test_a_worker_that_lost_its_job_cannot_finish_it_under_the_new_holder(
+    owner, astro_clip, tiny_model_dir, monkeypatch
+):
+    a = make_analysis(owner, astro_clip.read_bytes())
+
+    def second_worker_claims_it():
+        Analysis.objects.filter(id=a.id).update(status=Status.QUEUED)
+        other = Analysis.objects.get(id=a.id)
+        assert other.claim(services.stale_after(), lease="second-worker")
+
+    _take_over_midway(monkeypatch, a, second_worker_claims_it)
+    # Still running, under the second worker: the first neither finished it nor moved it.
+    assert services.execute_analysis(str(a.id)) == Status.RUNNING
+    a.refresh_from_db()
+    assert a.lease == "second-worker" and a.stage == "starting" and a.progress == 0
+    assert a.report is None and not a.annotated

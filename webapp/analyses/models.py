@@ -83,6 +83,10 @@ class Analysis(JobRow):
     labelled_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True, default="")
+    # A fresh token per claim: a worker updates the row only while it still holds it, so
+    # a worker that lost the job (re-queued by the reaper, cancelled and re-run) cannot
+    # overwrite or delete the work of the one that has it now.
+    lease = models.CharField(max_length=32, blank=True, default="")
     created = models.DateTimeField(default=timezone.now, db_index=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

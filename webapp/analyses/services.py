@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from detector.errors import Cancelled, DetectorError
@@ -66,10 +68,13 @@ def reap_stale() -> dict[str, int]:
     cutoff = timezone.now() - stale_after()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     for a in Analysis.objects.filter(status=Status.RUNNING, heartbeat__lt=cutoff).defer("report"):
+        # Only if its worker is still silent: one that beat since this read keeps the job.
+        silent = {"heartbeat": a.heartbeat}
         if a.attempts >= settings.VERITY_MAX_ATTEMPTS:
             if a.transition(
                 Status.RUNNING,
                 Status.FAILED,
+                where=silent,
                 error="The analysis failed repeatedly (its worker stopped). Try again later.",
                 error_code="too_many_attempts",
                 stage="failed",
@@ -79,6 +84,7 @@ def reap_stale() -> dict[str, int]:
         elif a.transition(
             Status.RUNNING,
             Status.QUEUED,
+            where=silent,
             stage="queued",
             progress=0,
             heartbeat=timezone.now(),
@@ -88,7 +94,8 @@ def reap_stale() -> dict[str, int]:
             counts["requeued"] += 1
             publish_analysis(a)
     resend_cutoff = timezone.now() - timedelta(seconds=settings.VERITY_RESEND_QUEUED_SECONDS)
-    for a in Analysis.objects.filter(status=Status.QUEUED, heartbeat__lt=resend_cutoff).only(
+    quiet = Q(heartbeat__lt=resend_cutoff) | Q(heartbeat__isnull=True, created__lt=resend_cutoff)
+    for a in Analysis.objects.filter(quiet, status=Status.QUEUED).only(
         "id", "heartbeat", "original"
     ):
         if a.take_for_resend():
@@ -101,10 +108,12 @@ def reap_stale() -> dict[str, int]:
 
 class _Progress:
     """Throttled progress: at most a few row updates and messages per second, and a
-    check for cancellation at each one."""
+    check at each one that this worker still holds the job (`mine`: the row while it is
+    running under this worker's lease)."""
 
-    def __init__(self, analysis: Analysis, interval: float = 0.5) -> None:
+    def __init__(self, analysis: Analysis, mine: QuerySet, interval: float = 0.5) -> None:
         self.analysis = analysis
+        self.mine = mine
         self.interval = interval
         self.last_time = 0.0
         self.last_stage = ""
@@ -119,9 +128,7 @@ class _Progress:
             return
         self.last_time, self.last_stage, self.last_pct = now, stage, pct
         a = self.analysis
-        changed = Analysis.objects.filter(id=a.id, status=Status.RUNNING).update(
-            progress=pct, stage=stage, heartbeat=timezone.now()
-        )
+        changed = self.mine.update(progress=pct, stage=stage, heartbeat=timezone.now())
         if not changed:
             raise Cancelled("The analysis was cancelled.")
         a.progress, a.stage = pct, stage
@@ -146,15 +153,24 @@ def _jpeg(rgb) -> ContentFile:
     return ContentFile(buf.tobytes())
 
 
-def _save_images(analysis: Analysis, artifacts: Artifacts) -> None:
+def _save_images(analysis: Analysis, artifacts: Artifacts, written: list[str]) -> None:
+    """Save the thumbnail and the face strips, appending each stored name to `written`."""
     if artifacts.thumbnail is not None:
         analysis.thumbnail.save("thumbnail.jpg", _jpeg(artifacts.thumbnail), save=False)
+        written.append(analysis.thumbnail.name)
     for tid, crops in artifacts.track_crops.items():
         strip = np.concatenate(crops, axis=1)
         name = analysis.track_crop_name(tid)
         if default_storage.exists(name):
             default_storage.delete(name)
-        default_storage.save(name, _jpeg(strip))
+        written.append(default_storage.save(name, _jpeg(strip)))
+
+
+def _delete(names: list[str]) -> None:
+    """Delete the files this attempt stored, and only those: the folder may hold the
+    results of the attempt that holds the job now."""
+    for name in names:
+        default_storage.delete(name)
 
 
 def execute_analysis(analysis_id: str) -> str:
@@ -182,6 +198,7 @@ def execute_analysis(analysis_id: str) -> str:
         analysis.transition(
             Status.RUNNING,
             Status.FAILED,
+            where={"heartbeat": analysis.heartbeat},
             error="The analysis failed repeatedly (its worker stopped). Try again later.",
             error_code="too_many_attempts",
         )
@@ -197,22 +214,24 @@ def execute_analysis(analysis_id: str) -> str:
             heartbeat=timezone.now()
         )
         return DEFERRED
-    if not analysis.claim(stale_after(), error=""):
+    lease = uuid.uuid4().hex
+    if not analysis.claim(stale_after(), error="", lease=lease):
         return analysis.status
     publish_analysis(analysis)
     log.info("analysis %s: started (attempt %s)", analysis.id, analysis.attempts)
+    held = {"lease": lease}
+    mine = Analysis.objects.filter(id=analysis.id, status=Status.RUNNING, **held)
+    written: list[str] = []  # files this attempt stored: all it may delete
     # Touch the row every few seconds, well inside the reaper's staleness window.
     heartbeat = Heartbeat(
-        Analysis.objects.filter(id=analysis.id, status=Status.RUNNING),
-        max(1.0, settings.VERITY_STALE_SECONDS / 4),
-        f"heartbeat-{analysis.id}",
+        mine, max(1.0, settings.VERITY_STALE_SECONDS / 4), f"heartbeat-{analysis.id}"
     )
     with tempfile.TemporaryDirectory(prefix="verity-") as tmpdir, heartbeat:
         tmp = Path(tmpdir)
         out_video = tmp / "annotated.mp4"
         try:
             bundle = get_bundle()
-            Analysis.objects.filter(id=analysis.id).update(model_version=bundle.meta.version)
+            mine.update(model_version=bundle.meta.version)
             artifacts = Artifacts()
             report = analyse_video(
                 _local_copy(analysis, tmp),
@@ -223,17 +242,21 @@ def execute_analysis(analysis_id: str) -> str:
                         settings.VERITY_MIN_FACE if analysis.min_face is None else analysis.min_face
                     ),
                 ),
-                _Progress(analysis),
+                _Progress(analysis, mine),
                 out_video,
                 artifacts=artifacts,
             )
             data = report.to_dict()
+            if not mine.exists():
+                raise Cancelled("The analysis was cancelled.")
             with open(out_video, "rb") as fh:
                 analysis.annotated.save("annotated.mp4", File(fh), save=False)
-            _save_images(analysis, artifacts)
+            written.append(analysis.annotated.name)
+            _save_images(analysis, artifacts, written)
             done = analysis.transition(
                 Status.RUNNING,
                 Status.DONE,
+                where=held,
                 progress=100,
                 stage="done",
                 report=data,
@@ -245,30 +268,37 @@ def execute_analysis(analysis_id: str) -> str:
                 model_version=bundle.meta.version,
             )
             if not done:
-                # Cancelled while we were saving: drop what we produced.
-                analysis.delete_result_files()
+                # Cancelled, or the job went to another worker, while we were saving.
+                _delete(written)
         except SoftTimeLimitExceeded:
             analysis.transition(
                 Status.RUNNING,
                 Status.FAILED,
+                where=held,
                 error="The analysis took longer than its time limit and was stopped. Try a shorter clip.",
                 error_code="time_limit",
                 stage="failed",
             )
-            analysis.delete_result_files()
+            _delete(written)
         except Cancelled:
-            log.info("analysis %s: cancelled", analysis.id)
-            analysis.delete_result_files()
+            log.info("analysis %s: cancelled, or no longer this worker's", analysis.id)
+            _delete(written)
         except DetectorError as exc:
             log.warning("analysis %s: %s: %s", analysis.id, exc.code, exc)
             analysis.transition(
-                Status.RUNNING, Status.FAILED, error=str(exc), error_code=exc.code, stage="failed"
+                Status.RUNNING,
+                Status.FAILED,
+                where=held,
+                error=str(exc),
+                error_code=exc.code,
+                stage="failed",
             )
         except Exception as exc:  # noqa: BLE001 - record it; the worker lives on
             log.exception("analysis %s: internal error", analysis.id)
             analysis.transition(
                 Status.RUNNING,
                 Status.FAILED,
+                where=held,
                 error=f"Verity hit an internal error while analysing this clip ({type(exc).__name__}). It has been logged.",
                 error_code="internal_error",
                 stage="failed",

@@ -44,19 +44,16 @@ def create_analysis(user, upload: UploadedFile, min_face: int | None = None) -> 
     """Validate, store and enqueue. Raises RejectedUpload with a message for people.
     `min_face`: see parse_min_face."""
     validate_upload(upload.file, upload.size or 0, settings.VERITY_MAX_UPLOAD_BYTES)
-    active = Analysis.objects.filter(owner=user, status__in=ACTIVE).count()
-    if active >= settings.VERITY_MAX_QUEUED_PER_USER:
-        raise RejectedUpload(
-            f"You already have {active} analyses waiting or running (the limit is "
-            f"{settings.VERITY_MAX_QUEUED_PER_USER}). Wait for one to finish or cancel one."
-        )
-
+    check_queue_limit(user)
     with transaction.atomic():
         analysis = Analysis(
             owner=user,
             original_name=safe_display_name(upload.name or "upload"),
             size=upload.size or 0,
             min_face=min_face,
+            # A sign of life from the start: the reaper re-sends a queued job whose
+            # message was lost (a broker restarted empty) once this is old.
+            heartbeat=timezone.now(),
         )
         # Streams the temporary upload file into storage in chunks.
         analysis.original.save(upload.name or "upload", upload, save=False)
@@ -64,6 +61,17 @@ def create_analysis(user, upload: UploadedFile, min_face: int | None = None) -> 
         analysis.transitions.create(old="", new="queued")
         enqueue(analysis)
     return analysis
+
+
+def check_queue_limit(user) -> None:
+    """Refuse one more queued job for a user who has VERITY_MAX_QUEUED_PER_USER waiting or
+    running (uploads and re-runs alike)."""
+    active = Analysis.objects.filter(owner=user, status__in=ACTIVE).count()
+    if active >= settings.VERITY_MAX_QUEUED_PER_USER:
+        raise RejectedUpload(
+            f"You already have {active} analyses waiting or running (the limit is "
+            f"{settings.VERITY_MAX_QUEUED_PER_USER}). Wait for one to finish or cancel one."
+        )
 
 
 def time_limits(duration: float | None) -> tuple[int, int]:
@@ -107,6 +115,7 @@ def rerun_analysis(analysis: Analysis) -> None:
 
     if analysis.status not in FINISHED:
         raise RejectedUpload("Only a finished analysis can be re-run.")
+    check_queue_limit(analysis.owner)
     analysis.delete_result_files()
     with transaction.atomic():
         if not analysis.transition(
