@@ -135,8 +135,10 @@ def analyse_video(
 
     meta = bundle.meta
     tracks: list[Track] = []
+    track_ps: list[float] = []  # unrounded: the clip's label must agree with its tracks'
     for tid, items in sorted(per_track.items()):
         p = verdict.track_probability([x[2] for x in items])
+        track_ps.append(p)
         biggest = max(items, key=lambda x: x[1].width * x[1].height)[1]
         label = verdict.track_label(
             p, meta.threshold, meta.uncertain_margin, biggest.width, options.min_face
@@ -158,7 +160,7 @@ def analyse_video(
         )
     widths = [t.box[2] - t.box[0] for t in tracks]
     label, p_clip, conf = verdict.clip_verdict(
-        [t.fake_probability for t in tracks],
+        track_ps,
         meta.threshold,
         meta.uncertain_margin,
         widths,

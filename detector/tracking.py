@@ -15,15 +15,25 @@ class TrackState:
     boxes: list[Box] = field(default_factory=list)
 
 
+MATCH_MIN = 0.1  # a box joins a track only if at least this similar to its last box
+REACH = 1.6  # ...which, for boxes that no longer overlap, means centres this many widths apart
+
+
 def _similar(a: Box, b: Box) -> float:
-    """IoU, or a centre-distance score when the boxes moved apart between samples."""
+    """How alike two boxes in consecutive samples are: their IoU, or, when the face moved
+    far between samples (samples of a long clip are a second or more apart), closeness of
+    the centres in face widths, for boxes of comparable size.
+
+    Closeness is 0.5 for the same centre and reaches MATCH_MIN at REACH widths.
+    """
     iou = a.iou(b)
-    if iou > 0:
+    wa, wb = max(a.width, 1), max(b.width, 1)
+    if min(wa, wb) / max(wa, wb) < 0.5:
         return iou
     (ax, ay), (bx, by) = a.centre, b.centre
-    size = max(a.width, b.width, 1)
-    dist = ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / size
-    return max(0.0, 0.3 - dist * 0.3) if dist < 1.0 else 0.0
+    dist = ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / max(wa, wb)
+    slope = (0.5 - MATCH_MIN) / REACH
+    return max(iou, 0.5 - slope * dist)
 
 
 def link(detections: list[tuple[int, list[Box]]], max_gap: int = 4) -> list[list[int]]:
@@ -49,7 +59,7 @@ def link(detections: list[tuple[int, list[Box]]], max_gap: int = 4) -> list[list
         ids = [-1] * len(boxes)
         used: set[int] = set()
         for score, ti, bi in pairs:
-            if score < 0.1 or ti in used or ids[bi] != -1:
+            if score < MATCH_MIN or ti in used or ids[bi] != -1:
                 continue
             used.add(ti)
             ids[bi] = open_tracks[ti].id
