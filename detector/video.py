@@ -104,7 +104,10 @@ def _first_frame(container, stream) -> av.VideoFrame:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Read the clip's metadata and decode its first frame to prove it is readable."""
+    """Read the clip's metadata and decode its first frame to prove it is readable.
+
+    Where the header gives no duration, the packets are counted.
+    """
     with _open(path) as container:
         stream = _video_stream(container)
         first = _first_frame(container, stream)
@@ -116,30 +119,67 @@ def probe(path: str | Path) -> VideoInfo:
             )
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
-        duration = 0.0
-        if stream.duration is not None and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration:
-            duration = container.duration / av.time_base
+        duration = _header_duration(container, stream)
         frames = int(stream.frames or 0)
-        if frames <= 0:
-            frames = max(1, round(duration * fps)) if fps and duration else 1
-        if fps <= 0:
-            fps = frames / duration if duration > 0 else 25.0
-        if duration <= 0:
-            duration = frames / fps
-        if abs(round(rotation / 90)) % 2 == 1:
-            w, h = h, w
         codec = stream.codec_context.name if stream.codec_context else "unknown"
-        return VideoInfo(
-            duration=round(duration, 4),
-            fps=round(fps, 4),
-            width=w,
-            height=h,
-            rotation=rotation,
-            codec=codec,
-            frame_count=frames,
-        )
+    if duration <= 0:
+        # No duration in the header (a browser's MediaRecorder WebM, a live capture):
+        # count the packets. Not when it has one: the web process probes every upload.
+        counted, duration = _scan_packets(path)
+        frames = frames if frames > 0 else counted
+    if frames <= 0:
+        frames = max(1, round(duration * fps)) if fps and duration else 1
+    if fps <= 0:
+        fps = frames / duration if duration > 0 else 25.0
+    if duration <= 0:
+        duration = frames / fps
+    if abs(round(rotation / 90)) % 2 == 1:
+        w, h = h, w
+    return VideoInfo(
+        duration=round(duration, 4),
+        fps=round(fps, 4),
+        width=w,
+        height=h,
+        rotation=rotation,
+        codec=codec,
+        frame_count=frames,
+    )
+
+
+def _header_duration(container: av.container.InputContainer, stream) -> float:
+    """The duration the container declares, or 0.0 when it declares none."""
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def _scan_packets(path: str | Path) -> tuple[int, float]:
+    """Count the video packets and find where the last one ends, without decoding.
+
+    Returns (packets, seconds). Reading packets costs little next to decoding, and
+    it is the only way to learn the length of a file written live (MediaRecorder
+    WebM) whose header leaves the duration and frame count blank.
+    """
+    count, first, end = 0, None, None
+    with _open(path) as container:
+        stream = _video_stream(container)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream marker
+                count += 1
+                if packet.pts is not None:
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: keep what was read
+        start = stream.start_time if stream.start_time is not None else first
+        if end is None or start is None or not stream.time_base:
+            return count, 0.0
+        return count, max(0.0, float((end - start) * stream.time_base))
 
 
 def sample_indices(frame_count: int, n: int) -> list[int]:
@@ -156,27 +196,36 @@ def sample_frames(path: str | Path, info: VideoInfo, n: int) -> list[SampledFram
     """Decode about `n` evenly spaced frames.
 
     Short clips are decoded in one pass, converting only the wanted frames to
-    arrays; long clips seek to the keyframe before each sample instead.
+    arrays; long clips seek to the keyframe before each sample instead, unless
+    the container cannot seek backward (MPEG-TS), which is found on the first
+    seek that lands past its target; those are decoded in one pass too.
     """
     wanted = sample_indices(info.frame_count, n)
-    if info.frame_count <= SEQUENTIAL_MAX_FRAMES:
-        return _sample_sequential(path, wanted)
-    return _sample_seeking(path, info, wanted)
+    if info.frame_count > SEQUENTIAL_MAX_FRAMES:
+        try:
+            return _sample_seeking(path, info, wanted)
+        except _SeekMissed:
+            pass
+    return _sample_sequential(path, wanted)
+
+
+class _SeekMissed(Exception):
+    """A seek landed past its target or on nothing: the container cannot seek backward."""
 
 
 def _sample_sequential(path, wanted: list[int]) -> list[SampledFrame]:
     wanted_set = set(wanted)
     last_wanted = wanted[-1] if wanted else -1
     out: list[SampledFrame] = []
-    last: av.VideoFrame | None = None
-    last_index = -1
+    last: tuple[av.VideoFrame, int, float] | None = None
     with _open(path) as container:
         stream = _video_stream(container)
+        start, tb = stream.start_time or 0, stream.time_base
         try:
             for i, frame in enumerate(container.decode(stream)):
-                last, last_index = frame, i
+                last = frame, i, _frame_time(frame, start, tb)
                 if i in wanted_set:
-                    out.append(_to_sample(frame, i))
+                    out.append(_to_sample(*last))
                 if i >= last_wanted:
                     break
         except av.error.FFmpegError:
@@ -185,7 +234,7 @@ def _sample_sequential(path, wanted: list[int]) -> list[SampledFrame]:
                 raise UnreadableVideo("The video track could not be decoded.") from None
     if not out and last is not None:
         # Frame count was overestimated (a short or VFR clip): use the last frame.
-        out.append(_to_sample(last, last_index))
+        out.append(_to_sample(*last))
     return out
 
 
@@ -195,21 +244,16 @@ def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFra
         stream = _video_stream(container)
         tb = stream.time_base
         start = stream.start_time or 0
+        slack = int(0.5 / info.fps / tb)  # half a frame
         for idx in wanted:
             target_t = idx / info.fps
-            target_pts = start + int(target_t / tb)
-            try:
-                container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-                for frame in container.decode(stream):
-                    if frame.pts is None or frame.pts >= target_pts - int(0.5 / info.fps / tb):
-                        t = float((frame.pts - start) * tb) if frame.pts is not None else target_t
-                        out.append(_to_sample(frame, round(t * info.fps), t))
-                        break
-            except av.error.FFmpegError:
-                continue
+            frame = _decode_at(container, stream, start + int(target_t / tb), slack)
+            if frame is not None:
+                t = _frame_time(frame, start, tb, default=target_t)
+                out.append(_to_sample(frame, round(t * info.fps), t))
     if not out:
         raise UnreadableVideo("No frame of the video could be decoded.")
-    # Seeking can land two samples on one frame: keep one of each.
+    # Two samples closer than a frame apart land on one frame: keep one of each.
     seen: set[int] = set()
     unique = []
     for s in out:
@@ -219,10 +263,38 @@ def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFra
     return unique
 
 
-def _to_sample(frame: av.VideoFrame, index: int, time: float | None = None) -> SampledFrame:
+def _decode_at(container, stream, target_pts: int, slack: int) -> av.VideoFrame | None:
+    """The first frame at the target or after it, decoded from the keyframe before it.
+
+    None when that stretch of the clip is damaged. Raises _SeekMissed when the seek
+    lands past the target or where nothing decodes, as MPEG-TS does: it seeks to
+    the keyframe after the target, and a clip of one GOP has none.
+    """
+    try:
+        container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError as exc:
+        raise _SeekMissed from exc
+    try:
+        for k, frame in enumerate(container.decode(stream)):
+            if frame.pts is None:
+                return frame
+            if k == 0 and frame.pts > target_pts + slack:
+                raise _SeekMissed
+            if frame.pts >= target_pts - slack:
+                return frame
+    except av.error.FFmpegError:
+        return None
+    raise _SeekMissed
+
+
+def _frame_time(frame: av.VideoFrame, start: int, time_base, default: float = 0.0) -> float:
+    """Seconds since the stream's first timestamp (MPEG-TS clocks rarely start at 0)."""
+    return float((frame.pts - start) * time_base) if frame.pts is not None else default
+
+
+def _to_sample(frame: av.VideoFrame, index: int, time: float) -> SampledFrame:
     img = np.ascontiguousarray(upright(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0)))
-    t = time if time is not None else (float(frame.time) if frame.time is not None else 0.0)
-    return SampledFrame(index=index, time=max(0.0, t), image=img)
+    return SampledFrame(index=index, time=max(0.0, time), image=img)
 
 
 def iter_raw_frames(path: str | Path) -> Iterator[tuple[int, float, av.VideoFrame]]:
@@ -234,8 +306,7 @@ def iter_raw_frames(path: str | Path) -> Iterator[tuple[int, float, av.VideoFram
         try:
             for frame in container.decode(stream):
                 i += 1
-                t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else 0.0
-                yield i, t, frame
+                yield i, _frame_time(frame, start, stream.time_base), frame
         except av.error.FFmpegError:
             if i < 0:
                 raise UnreadableVideo("The video track could not be decoded.") from None

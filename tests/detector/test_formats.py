@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from detector import video
 from detector.faces import FaceDetector
 from detector.pipeline import analyse_video
 from tests.media import astronaut, moving_frames, read_all, write_clip
@@ -76,3 +77,75 @@ def test_it_tracks_two_people_separately(tmp_path, tiny_bundle):
     assert {f.faces[0].track_id for f in report.frames} | {
         f.faces[1].track_id for f in report.frames
     } == {0, 1}
+
+
+def counting_clip(path, n: int, codec: str = "libx264", gop: int = 250, first_pts: int = 0, **kw):
+    """n small frames at 25 fps whose grey level is twice their index, so that a
+    decoded frame tells which one it is; `kw` goes to av.open (format, options)."""
+    c = av.open(str(path), "w", **kw)
+    s = c.add_stream(codec, rate=Fraction(25))
+    s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+    s.codec_context.time_base = Fraction(1, 25)
+    if codec == "libx264":
+        s.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+    else:
+        s.options = {"deadline": "realtime", "cpu-used": "8"}
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 2 * i, np.uint8), format="rgb24")
+        frame.pts = first_pts + i
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def test_it_measures_a_webm_recorded_live(tmp_path):
+    # A browser's MediaRecorder leaves the duration and frame count blank.
+    path = counting_clip(
+        tmp_path / "live.webm", 60, codec="libvpx-vp9", format="webm", options={"live": "1"}
+    )
+    with av.open(str(path)) as c:
+        assert c.duration is None and not c.streams.video[0].frames
+    info = video.probe(path)
+    assert abs(info.frame_count - 60) <= 1
+    assert info.duration == pytest.approx(2.4, abs=0.05)
+
+    # So the clip is judged on many frames, not on its first one alone.
+    assert len(video.sample_frames(path, info, 32)) == 32
+
+
+@pytest.mark.parametrize("ext", ["ts", "mp4"])
+@pytest.mark.parametrize("gop", [30, 1000], ids=["gops", "one-gop"])
+def test_it_samples_long_clips_at_the_wanted_frames(tmp_path, monkeypatch, ext, gop):
+    path = counting_clip(tmp_path / f"long.{ext}", 120, gop=gop)
+    monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", 50)
+    passes = []
+    sequential = video._sample_sequential
+    monkeypatch.setattr(video, "_sample_sequential", lambda *a: passes.append(1) or sequential(*a))
+    info = video.probe(path)
+    wanted = video.sample_indices(info.frame_count, 8)
+    samples = video.sample_frames(path, info, 8)
+
+    # Every wanted frame, and the right one: its grey level gives its index.
+    assert info.frame_count == 120
+    assert [s.index for s in samples] == wanted
+    assert [round(s.time, 2) for s in samples] == [round(i / 25, 2) for i in wanted]
+    for s in samples:
+        assert abs(int(s.image[60, 80, 0]) - 2 * s.index) <= 6
+
+    # MP4 seeks; MPEG-TS, which seeks only forward, is decoded in one pass.
+    assert len(passes) == (1 if ext == "ts" else 0)
+
+
+@pytest.mark.parametrize("threshold", [900, 10], ids=["sequential", "seeking"])
+def test_it_times_frames_from_the_start_of_the_clip(tmp_path, monkeypatch, threshold):
+    # A recording whose clock reads one hour at its first frame.
+    path = counting_clip(tmp_path / "late.ts", 20, gop=10, first_pts=25 * 3600)
+    monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", threshold)
+    info = video.probe(path)
+    samples = video.sample_frames(path, info, 4)
+    assert [s.index for s in samples] == video.sample_indices(20, 4)
+    assert [round(s.time, 2) for s in samples] == [round(s.index / 25, 2) for s in samples]
+    assert [round(t, 2) for _, t, _ in video.iter_raw_frames(path)][:2] == [0.0, 0.04]
