@@ -51,13 +51,18 @@ def write_clip(
     stream.pix_fmt = pix_fmt
     if rotation is not None:
         stream.set_display_rotation(rotation)
-    for img in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+    encode_all(container, stream, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames))
+    return path
+
+
+def encode_all(container, stream, frames) -> None:
+    """Encode and mux every frame (video or audio), flush the encoder, close the file."""
+    for frame in frames:
+        for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
     container.close()
-    return path
 
 
 def astronaut_clip(path: Path, n: int = 30, **kw) -> Path:

@@ -12,22 +12,21 @@ import pytest
 
 from detector.errors import DetectorError, NotAVideo, NoVideoStream, UnreadableVideo
 from detector.pipeline import analyse_video
-from tests.media import astronaut, moving_frames, write_clip
+from tests.media import astronaut, encode_all, moving_frames, write_clip
 
 
 def _audio_only(path):
     c = av.open(str(path), "w")
     s = c.add_stream("aac", rate=44100)
     samples = np.zeros((1, 1024), np.float32)
-    for i in range(20):
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-        frame.sample_rate = 44100
-        frame.pts = i * 1024
-        for p in s.encode(frame):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
+
+    def frame(i: int) -> av.AudioFrame:
+        f = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        f.sample_rate = 44100
+        f.pts = i * 1024
+        return f
+
+    encode_all(c, s, (frame(i) for i in range(20)))
     return path
 
 

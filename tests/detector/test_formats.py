@@ -11,7 +11,7 @@ import pytest
 from detector import video
 from detector.faces import FaceDetector
 from detector.pipeline import analyse_video
-from tests.media import astronaut, moving_frames, read_all, write_clip
+from tests.media import astronaut, encode_all, moving_frames, read_all, write_clip
 
 
 @pytest.mark.parametrize(
@@ -90,14 +90,13 @@ def counting_clip(path, n: int, codec: str = "libx264", gop: int = 250, first_pt
         s.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
     else:
         s.options = {"deadline": "realtime", "cpu-used": "8"}
-    for i in range(n):
-        frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 2 * i, np.uint8), format="rgb24")
-        frame.pts = first_pts + i
-        for p in s.encode(frame):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
+
+    def frame(i: int) -> av.VideoFrame:
+        f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 2 * i, np.uint8), format="rgb24")
+        f.pts = first_pts + i
+        return f
+
+    encode_all(c, s, (frame(i) for i in range(n)))
     return path
 
 
