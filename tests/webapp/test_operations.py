@@ -104,3 +104,31 @@ def test_a_rerun_counts_against_the_queue_limit_too(client, settings, django_use
     assert "limit is 2" in resp.content.decode()
     finished.refresh_from_db()
     assert finished.status == Status.DONE
+
+
+def test_health_pings_workers_at_most_every_few_seconds_and_names_them_to_staff_only(
+    client, tiny_model_dir, monkeypatch, django_user_model
+):
+    from webapp.api import health
+    from worker.celery import app
+
+    pings = []
+
+    def ping(**kw):  # the broker's side: one worker answers
+        pings.append(kw)
+        return [{"celery@worker-7": {"ok": "pong"}}]
+
+    monkeypatch.setattr(app.control, "ping", ping)
+    monkeypatch.setattr(health, "_workers_seen", None)
+    # Anonymous callers (a load balancer) learn that a worker is up, not its host name.
+    for _ in range(3):
+        body = client.get("/health/").json()
+        assert body["workers"] == {"ok": True, "count": 1}
+    assert len(pings) == 1  # one broadcast serves every request for a few seconds
+    staff = django_user_model.objects.create_user("ops", password="pw-12345678", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/health/").json()["workers"]["names"] == ["celery@worker-7"]
+    # Once the result is older than the window, the next request pings again.
+    monkeypatch.setattr(health, "WORKERS_TTL", -1.0)
+    client.get("/health/")
+    assert len(pings) == 2
