@@ -120,7 +120,7 @@ def _items(args: argparse.Namespace):
 
     items = []
     for spec in args.faces or []:
-        items += training.folder_items(spec)
+        items += training.folder_items(spec, group_by="video")
     for spec in args.ffpp or []:
         items += training.ffpp_items(spec, args.compression)
     for spec in args.csv or []:
@@ -340,14 +340,19 @@ def _table(metrics: dict) -> str:
         f" {'auc 95% CI':>13}"
     ]
 
+    def num(v: float | None) -> str:
+        # "-" where a metric is undefined (no AUC with one class, no precision without a
+        # face called fake, no recall without fakes).
+        return f"{v:>6.3f}" if v is not None else f"{'-':>6}"
+
     def row(name: str, m: dict) -> None:
-        auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  -  "
         ci = m.get("roc_auc_ci")
         interval = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
-        rows.append(
-            f"{name:32} {m['n']:>6} {m['accuracy']:.3f} {m['balanced_accuracy']:.3f} {m['precision']:.3f} "
-            f"{m['recall']:.3f} {m['f1']:.3f} {auc:>6} {interval:>13}"
+        rates = " ".join(
+            num(m.get(k))
+            for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
         )
+        rows.append(f"{name:32} {m['n']:>6} {rates} {interval:>13}")
 
     for set_name, m in metrics.items():
         if not isinstance(m, dict) or "frame" not in m:
@@ -417,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--faces",
             action="append",
             metavar="DIR",
-            help="folder with real/ and fake/ subfolders (repeatable)",
+            help="folder with real/ and fake/ subfolders (repeatable). The frames of one "
+            "video, or the photos of one person, share a split: those in one subfolder "
+            "(real/<video>/0001.jpg), or named alike up to a trailing _<n> or -<n> "
+            "(<video>_<frame>.jpg, <Name>_0001.jpg); each clip is its own",
         )
         sp.add_argument(
             "--ffpp",
@@ -426,7 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="FaceForensics++ root directory (repeatable)",
         )
         sp.add_argument(
-            "--csv", action="append", metavar="FILE", help="CSV of path,label rows (repeatable)"
+            "--csv",
+            action="append",
+            metavar="FILE",
+            help="CSV of path,label[,group] rows (repeatable): label real/fake or 0/1, paths "
+            "relative to the CSV; rows of one group (a video, a person) share a split, and "
+            "a row without a group is its own",
         )
         sp.add_argument(
             "--compression",

@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import random
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -52,8 +54,47 @@ class Item:
 # ---- sources ---------------------------------------------------------------------------
 
 
-def folder_items(root: str | Path, name: str | None = None) -> list[Item]:
-    """A folder with `real/` and `fake/` subfolders of images (or clips)."""
+GroupBy = Literal["file", "video"]
+_NUMBERED = re.compile(r"^(.+?)[_-]\d+$")
+
+
+def image_groups(paths: list[Path], top: Path) -> list[str]:
+    """One key per image under the folder `top`, shared by the frames of one video or the
+    photos of one person: the subfolder of `top` it sits in, at any depth (top/<video>/...,
+    top/<person>/<video>/...: everything of one person together), else its name without
+    a trailing _<digits> or -<digits> (MesoNet's <video>_<frame>.jpg, LFW's
+    <Name>_0001.jpg, ORL's s<person>_<n>.pgm).
+
+    Where that leaves one key for several images directly in `top`, the numbers count
+    files rather than frames (CIPLab's real_00001.jpg ...), and each image keeps its own.
+    """
+    keys = []
+    for p in paths:
+        rel = p.relative_to(top)
+        if len(rel.parts) > 1:
+            keys.append(rel.parts[0])
+        else:
+            m = _NUMBERED.match(p.stem)
+            keys.append(m.group(1) if m else p.stem)
+    flat = [i for i, p in enumerate(paths) if p.parent == top]
+    if len(flat) > 1 and len({keys[i] for i in flat}) == 1:
+        for i in flat:
+            keys[i] = paths[i].stem
+    return keys
+
+
+def folder_items(
+    root: str | Path, name: str | None = None, group_by: GroupBy = "file"
+) -> list[Item]:
+    """A folder with `real/` and `fake/` subfolders of images (or clips).
+
+    `group_by` decides which items must share a split. "video": the frames of one video
+    and the photos of one person, as `image_groups` finds them (a clip is its own
+    group); "file", the default: every file its own group, which is how the shipped
+    model's splits were drawn (scripts/train_default.py), so they stay reproducible.
+    """
+    if group_by not in ("file", "video"):
+        raise ValueError(f"group_by must be 'file' or 'video', not {group_by!r}")
     root = Path(root)
     name = name or root.name
     items = []
@@ -61,12 +102,15 @@ def folder_items(root: str | Path, name: str | None = None) -> list[Item]:
         d = root / label_name
         if not d.is_dir():
             continue
-        for p in sorted(d.rglob("*")):
-            ext = p.suffix.lower()
-            if ext in IMAGE_EXTS:
-                items.append(Item(str(p), label, f"faces:{name}", f"{name}/{p.stem}"))
-            elif ext in VIDEO_EXTS:
-                items.append(Item(str(p), label, f"clips:{name}", f"{name}/{p.stem}", "video"))
+        files = [p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+        keys = dict(zip(images, image_groups(images, d), strict=True))
+        for p in files:
+            group = f"{name}/{keys[p] if group_by == 'video' and p in keys else p.stem}"
+            if p in keys:
+                items.append(Item(str(p), label, f"faces:{name}", group))
+            else:
+                items.append(Item(str(p), label, f"clips:{name}", group, "video"))
     if not items:
         raise ValueError(f"{root} has no images under real/ or fake/")
     return items
@@ -107,13 +151,18 @@ def ffpp_items(root: str | Path, compression: str = "c40") -> list[Item]:
 
 
 def csv_items(csv_path: str | Path) -> list[Item]:
-    """A CSV of `path,label` rows (label real/fake or 0/1); relative paths are relative to the CSV."""
+    """A CSV of `path,label[,group]` rows (label real/fake or 0/1); relative paths are
+    relative to the CSV. Rows with the same `group` (a video, a person) always share a
+    split; a row without one is its own group. A header row (`path,label,...`) is
+    optional."""
     csv_path = Path(csv_path)
     items = []
     with open(csv_path, newline="") as fh:
         for row in csv.reader(fh):
             if not row or row[0].strip().lower() == "path":
                 continue
+            if len(row) < 2:
+                raise ValueError(f"{csv_path}: row {row!r} needs a path and a label")
             p = Path(row[0].strip())
             if not p.is_absolute():
                 p = csv_path.parent / p
@@ -122,7 +171,10 @@ def csv_items(csv_path: str | Path) -> list[Item]:
             if label is None:
                 raise ValueError(f"{csv_path}: label {row[1]!r} must be real/fake or 0/1")
             kind = "video" if p.suffix.lower() in VIDEO_EXTS else "image"
-            items.append(Item(str(p), label, f"csv:{csv_path.stem}", f"csv/{p.stem}", kind))
+            group = row[2].strip() if len(row) > 2 else ""
+            items.append(
+                Item(str(p), label, f"csv:{csv_path.stem}", f"csv/{group or p.stem}", kind)
+            )
     return items
 
 
@@ -488,6 +540,69 @@ def _write_json(path: Path, data: Any) -> None:
     partial.replace(path)
 
 
+# A run's files in its work folder, by name or pattern (average*.npz includes the partial
+# average-k.tmp.npz), besides data.json and tensorboard/.
+RUN_FILES = (
+    "state.json",
+    "state.json.tmp",
+    "data.json.tmp",
+    "best.keras",
+    "best.partial.keras",
+    "last*.keras",
+    "average*.npz",
+)
+
+
+def run_fingerprint(
+    train_set: FaceSet, val_set: FaceSet, config: TrainConfig, fresh: bool = False
+) -> dict[str, Any]:
+    """What a run in a work folder trains, as `data.json` records it: its faces (by
+    group and label, `FaceSet.fingerprint`), their crop size, and every setting that
+    changes the weights an epoch produces. Not `epochs` (asking for more extends a
+    run), `patience` (when to stop) or `extra` (a record only)."""
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "input_size",
+            "batch_size",
+            "learning_rate",
+            "seed",
+            "steps_per_epoch",
+            "init_weights",
+            "fine_tune_from",
+            "augment",
+            "average_every",
+            "source_weights",
+        )
+    }
+    run = {
+        "train": train_set.fingerprint(),
+        "validation": val_set.fingerprint(),
+        "crop": list(train_set.x.shape[1:]),
+        "fresh_faces": fresh,
+        "config": settings,
+    }
+    return json.loads(json.dumps(run))  # as data.json reads back
+
+
+def _same_run(data_file: Path, run: dict[str, Any]) -> bool:
+    """Whether the run recorded in data_file is `run`. What an older version did not record
+    (no data.json at all, or only the data fingerprints) is not held against it."""
+    if not data_file.exists():
+        return True
+    saved = json.loads(data_file.read_text())
+    return all(saved[k] == v for k, v in run.items() if k in saved)
+
+
+def _clear_run(work: Path) -> None:
+    """Delete a previous run's state, checkpoints and averages (and partial files), and
+    its TensorBoard logs, before a fresh run starts in `work`."""
+    for pattern in RUN_FILES:
+        for p in work.glob(pattern):
+            p.unlink(missing_ok=True)
+    shutil.rmtree(work / "tensorboard", ignore_errors=True)
+
+
 def _fit(
     model: Any,
     train_set: FaceSet,
@@ -643,21 +758,25 @@ def train(
     state_file = work / "state.json"
     initial_epoch = 0
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    # A run resumes only on the data it started on (a retried site run gathers its
-    # sources again, and labelled clips may have come or gone meanwhile).
-    data = {"train": train_set.fingerprint(), "validation": val_set.fingerprint()}
+    # A run resumes only what it started: the same data (a retried site run gathers its
+    # sources again, and labelled clips may have come or gone meanwhile) and settings.
+    run = run_fingerprint(train_set, val_set, config, fresh is not None)
     data_file = work / "data.json"
-    if state and data_file.exists() and json.loads(data_file.read_text()) != data:
-        log.warning("%s holds a run on other data: training afresh", work)
-        state = {}
-    if not state:
-        _write_json(data_file, data)
     # Runs from before the checkpoints were named by epoch kept one last.keras.
     checkpoint = work / state.get("checkpoint", "last.keras")
+    if state and not _same_run(data_file, run):
+        log.warning("%s holds a run on other data or settings: training afresh", work)
+        state = {}
     if state and checkpoint.exists():
         model = keras.models.load_model(checkpoint)
         initial_epoch = state["epoch"]
+        # Recorded in full: a run from an older version may lack some of it.
+        _write_json(data_file, run)
     else:
+        # Nothing of an earlier run may outlive this point: killed before its first
+        # epoch ends, this run must not resume that one's checkpoint when rerun.
+        _clear_run(work)
+        _write_json(data_file, run)
         model = initial_model(config)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -688,11 +807,18 @@ def train(
         on_epoch,
         epoch_faces,
     )
+    losses = history.get("val_loss", [])
+    chosen_epoch: int | None = len(losses) or None  # the last epoch's weights, if any
     if average is not None and average.count:
         # The run's averaged weights ship, not its best checkpoint.
         model.set_weights(average.weights())
+        chosen_epoch = None
     elif (work / "best.keras").exists():
         model = keras.models.load_model(work / "best.keras")
+        # best.keras is rewritten on ties: the last epoch with the lowest loss.
+        chosen_epoch = len(losses) - int(np.argmin(losses[::-1])) if losses else None
+    faces_per_epoch = len(train_set) + (len(first) if first is not None else 0)
+    batches = int(np.ceil(faces_per_epoch / config.batch_size))
 
     meta = BundleMeta(
         name=name,
@@ -707,7 +833,12 @@ def train(
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "seed": config.seed,
-            "steps_per_epoch": config.steps_per_epoch,
+            "steps_per_epoch": config.steps_per_epoch,  # the cap asked for (None: none)
+            # What the run did: `epochs` and `steps_per_epoch` above are what it was asked.
+            "steps_run_per_epoch": min(batches, config.steps_per_epoch or batches),
+            "epochs_run": len(losses),
+            # The epoch whose weights ship (None: the weight average of the run ships).
+            "chosen_epoch": chosen_epoch,
             "augment": config.augment,
             "keras_backend": keras.backend.backend(),
             **(

@@ -87,16 +87,81 @@ def test_it_computes_metrics_that_match_a_hand_count():
     assert only_real["confusion"] == {"tp": 0, "tn": 1, "fp": 1, "fn": 0}
 
 
+def test_it_leaves_undefined_rates_undefined_rather_than_zero():
+    # Five reals, none called fake: every call is right, and there is no fake to recall
+    # and no fake call to be precise about (not a precision, recall and F1 of 0).
+    m = binary_metrics(np.zeros(5), [0.1, 0.2, 0.3, 0.3, 0.3], 0.5)
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
+    assert m["precision"] is None and m["recall"] is None and m["f1"] is None
+    # Fakes, none called fake: recall 0 (every fake missed); precision undefined; F1,
+    # 2TP / (2TP + FP + FN), is 0: the detector caught nothing.
+    missed = binary_metrics([0, 1, 1], [0.1, 0.2, 0.3], 0.5)
+    assert missed["recall"] == 0.0 and missed["precision"] is None and missed["f1"] == 0.0
+    assert missed["balanced_accuracy"] == pytest.approx(0.5)
+    # Reals only, one called fake: precision 0 (its one fake call is wrong); no recall;
+    # F1 0 (one error, nothing right about fakes).
+    alarm = binary_metrics([0, 0], [0.2, 0.7], 0.5)
+    assert alarm["precision"] == 0.0 and alarm["recall"] is None and alarm["f1"] == 0.0
+    # Both defined and both 0: F1 is 0, not undefined.
+    wrong = binary_metrics([0, 1], [0.9, 0.1], 0.5)
+    assert (wrong["precision"], wrong["recall"], wrong["f1"]) == (0.0, 0.0, 0.0)
+
+
+def test_the_metrics_table_prints_a_dash_for_an_undefined_metric():
+    from detector.cli import _table
+
+    table = _table(
+        {
+            "test": {
+                "frame": binary_metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], 0.5, n_boot=0),
+                "per_source": {"faces:lfw": binary_metrics(np.zeros(3), [0.1, 0.2, 0.3], 0.5)},
+            }
+        }
+    )
+    header, frames, lfw = table.splitlines()
+    assert frames.split()[2:] == ["4", "0.500", "0.500", "0.500", "0.500", "0.500", "0.750", "-"]
+    # n, accuracy, balanced accuracy, then precision, recall, F1, AUC and its interval.
+    assert lfw.split() == ["faces:lfw", "3", "1.000", "1.000", "-", "-", "-", "-", "-"]
+    # Every column lines up under its header.
+    assert len(header) == len(frames) == len(lfw)
+
+
+def test_the_roc_auc_counts_pairs_in_n_log_n_with_ties_as_one_half():
+    def pairs(y, s):  # the definition, pair by pair
+        pos, neg = s[y == 1], s[y == 0]
+        wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+        return wins / (len(pos) * len(neg))
+
+    # By hand: fakes 0.5, 0.5, 0.9 against reals 0.1, 0.5: 0.5 beats 0.1 and ties 0.5
+    # (1.5, twice), 0.9 beats both (2): 5 of 6 pairs.
+    y = np.array([1, 0, 1, 0, 1])
+    s = np.array([0.5, 0.1, 0.5, 0.5, 0.9])
+    assert roc_auc(y, s) == pytest.approx(5 / 6)
+    # Every score tied: one half. Reversed order: 0.
+    assert roc_auc([0, 1, 0, 1], [0.3] * 4) == 0.5
+    assert roc_auc([1, 1, 0], [0.1, 0.2, 0.3]) == 0.0
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        s = np.round(rng.random(40), 1)  # many ties
+        if 0 < y.sum() < 40:
+            assert roc_auc(y, s) == pytest.approx(pairs(y, s), abs=1e-12)
+    # A million faces: no million-by-million pair matrix (that would be terabytes).
+    y = rng.integers(0, 2, 1_000_000)
+    s = rng.random(1_000_000) + 0.5 * y
+    assert 0.5 < roc_auc(y, s) < 1
+
+
 def test_it_gives_the_auc_a_bootstrap_interval_that_resamples_whole_clips():
     from detector.metrics import _auc_by_ranks, auc_interval
 
     rng = np.random.default_rng(0)
-    # The fast rank statistic is the hand-checked pairwise one, ties included.
+    # The rank statistic the bootstrap uses is roc_auc's, checked pair by pair above.
     for _ in range(30):
         y = rng.integers(0, 2, 25)
         s = np.round(rng.random(25), 1)  # many ties
         if 0 < y.sum() < 25:
-            assert _auc_by_ranks(y, s) == pytest.approx(roc_auc(y, s), abs=1e-12)
+            assert _auc_by_ranks(y, s) == roc_auc(y, s)
 
     # Perfect separation: every resample that has both classes scores 1.
     assert auc_interval([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]) == (1.0, 1.0)
@@ -226,6 +291,78 @@ def test_it_splits_faceforensics_by_video_without_leakage(tmp_path):
     # The split depends on the seed, and is stable for a given one.
     assert [split_of(g, 1) for g in sorted(splits)] == [split_of(g, 1) for g in sorted(splits)]
     assert [split_of(g, 1) for g in sorted(splits)] != [split_of(g, 2) for g in sorted(splits)]
+
+
+def test_frames_of_one_video_and_photos_of_one_person_share_a_split(tmp_path):
+    root = tmp_path / "mix"
+    names = {
+        # MesoNet: <video>_<frame>; LFW: <Name>_<n>; a clip per file.
+        "real": ["100_0.jpg", "100_112.jpg", "7_3.jpg", "Amy_Pascal_0001.jpg"],
+        "fake": ["100_5.png", "Amy_Pascal_0002.jpg", "Bob-12.jpg", "clip_3.mp4"],
+    }
+    for label, files in names.items():
+        (root / label).mkdir(parents=True)
+        for f in files:
+            (root / label / f).write_bytes(b"")
+    # Frames of one video in their own folder, whatever their names.
+    (root / "real" / "vid9" / "sub").mkdir(parents=True)
+    for f in ("0001.jpg", "0002.jpg", "sub/0003.jpg"):
+        (root / "real" / "vid9" / f).write_bytes(b"")
+
+    def groups(items):
+        return {Path(it.path).relative_to(root).as_posix(): it.group for it in items}
+
+    got = groups(training.folder_items(root, group_by="video"))
+    assert got["real/100_0.jpg"] == got["real/100_112.jpg"] == got["fake/100_5.png"] == "mix/100"
+    assert got["real/Amy_Pascal_0001.jpg"] == got["fake/Amy_Pascal_0002.jpg"] == "mix/Amy_Pascal"
+    assert got["real/7_3.jpg"] == "mix/7" and got["fake/Bob-12.jpg"] == "mix/Bob"
+    assert got["real/vid9/0001.jpg"] == got["real/vid9/0002.jpg"] == "mix/vid9"
+    assert got["real/vid9/sub/0003.jpg"] == "mix/vid9"  # person/video/frame: the person
+    assert got["fake/clip_3.mp4"] == "mix/clip_3"  # a clip is one video already
+    # Whatever the seed, a video's frames and a person's photos land in one split.
+    together = [
+        ["real/100_0.jpg", "real/100_112.jpg", "fake/100_5.png"],
+        ["real/Amy_Pascal_0001.jpg", "fake/Amy_Pascal_0002.jpg"],
+        ["real/vid9/0001.jpg", "real/vid9/0002.jpg", "real/vid9/sub/0003.jpg"],
+    ]
+    for seed in range(50):
+        for files in together:
+            assert len({split_of(got[f], seed, val=0.3, test=0.3) for f in files}) == 1
+
+    # Numbers that only count the files of a folder (CIPLab's real_00001.jpg ...) are no
+    # video: each image stays its own group.
+    cip = tmp_path / "cip"
+    (cip / "real").mkdir(parents=True)
+    for i in (1, 2, 3):
+        (cip / "real" / f"real_{i:05d}.jpg").write_bytes(b"")
+    assert len({it.group for it in training.folder_items(cip, group_by="video")}) == 3
+
+    # The default is one group per file, as the shipped model's splits were drawn.
+    plain = groups(training.folder_items(root))
+    assert plain["real/100_0.jpg"] == "mix/100_0" and plain["real/vid9/0001.jpg"] == "mix/0001"
+    with pytest.raises(ValueError, match="group_by"):
+        training.folder_items(root, group_by="person")
+
+
+def test_a_csv_can_name_the_group_of_each_row(tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(
+        "path,label,group\n"
+        "a/0001.jpg,real,alice\n"
+        "b/0001.jpg,fake,alice\n"
+        "c/0007.jpg,0,\n"
+        "/abs/clip.mp4,1\n"
+    )
+    items = training.csv_items(csv_file)
+    assert [it.group for it in items] == ["csv/alice", "csv/alice", "csv/0007", "csv/clip"]
+    assert [it.label for it in items] == [0, 1, 0, 1]
+    assert items[0].path == str(tmp_path / "a" / "0001.jpg") and items[3].kind == "video"
+    # path,label rows without a header still read, one group per row.
+    csv_file.write_text("x.jpg,fake\ny.jpg,real\n")
+    assert [it.group for it in training.csv_items(csv_file)] == ["csv/x", "csv/y"]
+    csv_file.write_text("x.jpg\n")
+    with pytest.raises(ValueError, match="needs a path and a label"):
+        training.csv_items(csv_file)
 
 
 # ---- self-blended images -----------------------------------------------------------------
@@ -400,6 +537,10 @@ def test_it_trains_a_bundle_with_a_threshold_and_metrics(trained):
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion"} <= set(frame)
     assert set(meta.metrics["validation"]["per_source"]) == {"faces:astro", "sbi:faces:astro"}
     assert meta.training["train_faces"] == len(train_set) == 16
+    # What ran, beside what was asked: 2 batches of 8 (the cap is 2 too), 1 epoch, whose
+    # checkpoint (the best, being the only one) ships.
+    assert meta.training["steps_run_per_epoch"] == 2 and meta.training["epochs_run"] == 1
+    assert meta.training["chosen_epoch"] == 1
     assert meta.data_fingerprint == train_set.fingerprint()
     meta.validate()
 
@@ -605,6 +746,99 @@ def test_it_trains_afresh_when_the_work_dir_holds_a_run_on_other_data(trained, t
     assert (work / "best.keras").exists() and not (work / "best.partial.keras").exists()
 
 
+class Killed(Exception):
+    """A run stopped where _fit would have started its first epoch."""
+
+
+@contextmanager
+def killed_before_the_first_epoch_ends() -> Iterator[list[int]]:
+    """train() up to the point where its epochs would start, recording the epoch it would
+    have started from; no training step runs."""
+    starts: list[int] = []
+
+    def fit(model, train_set, val_set, config, work, initial_epoch, *rest, **kw):
+        starts.append(initial_epoch)
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "_fit", fit)
+        yield starts
+
+
+def test_a_fresh_run_killed_before_its_first_epoch_does_not_resume_the_old_one(trained, tmp_path):
+    train_set, val_set = trained["data"]
+    work = tmp_path / "work"
+    shutil.copytree(trained["work"], work)
+    fewer = train_set.subset(np.arange(len(train_set)) != 0)
+    with killed_before_the_first_epoch_ends() as starts:
+        # Other data: a fresh start, killed before its first epoch ended ...
+        with pytest.raises(Killed):
+            train(fewer, val_set, trained["config"], work, name="t")
+        # ... leaves nothing of the old run to resume: no state, checkpoint or logs.
+        assert sorted(p.name for p in work.iterdir()) == ["data.json"]
+        assert json.loads((work / "data.json").read_text())["train"] == fewer.fingerprint()
+        # So the rerun, whose data data.json now matches, starts afresh too (it resumed
+        # the old run's last-1.keras at epoch 1 when those files outlived the switch).
+        with pytest.raises(Killed):
+            train(fewer, val_set, trained["config"], work, name="t")
+    assert starts == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["crop size", "learning rate", "seed", "batch size", "steps", "fine-tune", "fresh faces"],
+)
+def test_a_run_resumes_only_with_the_settings_it_started_with(trained, tmp_path, change):
+    train_set, val_set = trained["data"]
+    config = trained["config"]
+    work = tmp_path / "work"
+    shutil.copytree(trained["work"], work)
+    fresh = None
+    if change == "crop size":  # the same faces (groups and labels) cropped larger
+        bigger = replace(train_set, x=np.stack([cv2.resize(f, (80, 80)) for f in train_set.x]))
+        train_set, config = bigger, replace(config, input_size=80)
+    elif change == "learning rate":
+        config = replace(config, learning_rate=config.learning_rate / 10)
+    elif change == "seed":
+        config = replace(config, seed=config.seed + 1)
+    elif change == "batch size":
+        config = replace(config, batch_size=4)
+    elif change == "steps":
+        config = replace(config, steps_per_epoch=1)
+    elif change == "fine-tune":
+        config = replace(config, fine_tune_from=str(trained["bundle"].save(tmp_path / "p")))
+    elif change == "fresh faces":
+
+        def fresh(epoch: int) -> FaceSet:
+            return train_set.subset(train_set.y == 1)
+
+    with killed_before_the_first_epoch_ends() as starts, pytest.raises(Killed):
+        train(train_set, val_set, config, work, name="t", fresh=fresh)
+    assert starts == [0]
+    assert not (work / "state.json").exists() and not list(work.glob("*.keras"))
+
+
+def test_a_run_asked_for_more_epochs_or_patience_resumes(trained, tmp_path):
+    train_set, val_set = trained["data"]
+    work = tmp_path / "work"
+    shutil.copytree(trained["work"], work)
+    # What a run is asked to go on for is no other run: it resumes at epoch 1.
+    config = replace(trained["config"], epochs=3, patience=5, extra={"note": "more"})
+    with killed_before_the_first_epoch_ends() as starts, pytest.raises(Killed):
+        train(train_set, val_set, config, work, name="t")
+    assert starts == [1]
+    # A work folder from before data.json recorded the settings resumes too, and is
+    # recorded in full from then on.
+    data = json.loads((work / "data.json").read_text())
+    assert data["crop"] == [SIZE, SIZE, 3] and data["config"]["learning_rate"] == 1e-3
+    (work / "data.json").write_text(
+        json.dumps({"train": data["train"], "validation": data["validation"]})
+    )
+    with killed_before_the_first_epoch_ends() as starts, pytest.raises(Killed):
+        train(train_set, val_set, config, work, name="t")
+    assert starts == [1] and json.loads((work / "data.json").read_text()) == data
+
+
 def test_a_resumed_run_trains_on_the_batches_an_uninterrupted_run_would():
     from detector.training import BatchPlan
 
@@ -732,6 +966,10 @@ def test_a_run_with_weight_averaging_ships_the_mean_of_its_steps_across_a_resume
 
     assert bundle.meta.training["average_every"] == 1
     assert bundle.meta.training["averaged_snapshots"] == 2
+    # Two epochs of one step (capped: the data makes 2 batches), the average shipping.
+    assert bundle.meta.training["epochs_run"] == 2
+    assert bundle.meta.training["steps_run_per_epoch"] == 1
+    assert bundle.meta.training["chosen_epoch"] is None
     # The shipped weights are (w1 + w2) / 2, up to the bundle's float16 storage ...
     for got, a, b in zip(shipped, w1, w2, strict=True):
         np.testing.assert_allclose(got, (a + b) / 2, atol=1e-3)
@@ -971,6 +1209,10 @@ def test_the_cli_trains_with_blends_made_anew_every_epoch(tmp_path):
     assert meta["training"]["sbi"] == "fresh every epoch"
     n_train = meta["training"]["train_faces"]
     assert 0 < n_train < 8 and meta["training"]["fresh_faces_per_epoch"] == n_train
+    # No cap: every batch of the training reals and their fresh blends, padded to 8.
+    assert meta["training"]["steps_per_epoch"] is None
+    assert meta["training"]["steps_run_per_epoch"] == -(-2 * n_train // 8)
+    assert meta["training"]["epochs_run"] == meta["training"]["chosen_epoch"] == 1
 
 
 def test_the_input_size_defaults_to_299_on_a_gpu_and_160_on_a_cpu(tmp_path, monkeypatch, capsys):

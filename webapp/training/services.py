@@ -130,7 +130,8 @@ def dataset_items(path: str, layout: str = "auto", compression: str = "c23") -> 
     try:
         if layout == "ffpp" or (layout == "auto" and is_ffpp):
             return ffpp_items(root, compression)
-        return folder_items(root)
+        # The frames of one video and the photos of one person share a split.
+        return folder_items(root, group_by="video")
     except ValueError as exc:
         raise RunFailed(str(exc)) from exc
 
