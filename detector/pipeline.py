@@ -123,6 +123,7 @@ def analyse_video(
 
     frames: list[FrameResult] = []
     per_track: dict[int, list[tuple[int, Box, float]]] = {}
+    placed: dict[int, list[tuple[int, float, Box]]] = {}  # where the render draws them
     k = 0
     for s, (_, boxes), ids in zip(samples, detections, track_ids, strict=True):
         fr = FrameResult(index=s.index, time=round(s.time, 4))
@@ -131,6 +132,7 @@ def analyse_video(
             k += 1
             fr.faces.append(Face(box=box.to_list(), fake_probability=round(p, 5), track_id=tid))
             per_track.setdefault(tid, []).append((s.index, box, p))
+            placed.setdefault(tid, []).append((s.index, s.time, box))
         frames.append(fr)
 
     meta = bundle.meta
@@ -194,9 +196,9 @@ def analyse_video(
         render_annotated(
             path,
             info,
-            per_track,
+            [(s.index, s.time) for s in samples],
+            placed,
             tracks,
-            samples_spacing(samples),
             output_video,
             options,
             progress,
@@ -261,10 +263,22 @@ def _detect_all(
     return out
 
 
-def samples_spacing(samples) -> int:
-    if len(samples) < 2:
+def samples_spacing(frames: list[int]) -> int:
+    """The average gap between sampled frames, in frames."""
+    if len(frames) < 2:
         return 15
-    return max(1, (samples[-1].index - samples[0].index) // (len(samples) - 1))
+    return max(1, (frames[-1] - frames[0]) // (len(frames) - 1))
+
+
+def time_slot(t: float, fps: float) -> int:
+    """The frame a time falls on at the clip's average rate: where the render draws.
+
+    A sample's `index` does not serve: a long clip's samples are numbered this way (they
+    are found by seeking), a short clip's in decode order, and in a variable-rate clip
+    the two differ. Decoded frames and samples both carry their times, so both are
+    placed by time; in a constant-rate clip the slot is the decode index.
+    """
+    return round(t * fps)
 
 
 def _label_text(label: str, p: float, conf: float, threshold: float, small: bool = False) -> str:
@@ -281,42 +295,68 @@ def _label_text(label: str, p: float, conf: float, threshold: float, small: bool
 def render_annotated(
     path,
     info,
-    per_track: dict[int, list[tuple[int, Box, float]]],
+    samples: list[tuple[int, float]],
+    per_track: dict[int, list[tuple[int, float, Box]]],
     tracks: list[Track],
-    spacing: int,
     output_video,
     options: Options,
     progress,
     *,
     threshold: float,
 ) -> int:
-    """Write every frame with each face boxed and labelled; returns frames written."""
+    """Write every frame with each face boxed and labelled; returns frames written.
+
+    `samples` are the (index, time) of every sampled frame, `per_track` a track's
+    (index, time, box) of each face. Faces are drawn by time (`time_slot`), and each frame
+    is written at its source time, so that the video keeps a variable-rate clip's timing
+    and the result page can seek it by a frame's time. A clip whose frames carry no
+    timestamps (a raw H.264 stream) is drawn in decode order, as it was sampled, and
+    written at its average rate.
+    """
     by_id = {t.id: t for t in tracks}
-    boxes_at: dict[int, list[tuple[Box, Track]]] = {}
-    for tid, items in per_track.items():
-        frames = [x[0] for x in items]
-        boxes = [x[1] for x in items]
-        for f, b in tracking.interpolate(frames, boxes, hold=max(1, spacing // 2)).items():
-            boxes_at.setdefault(f, []).append((b, by_id[tid]))
+
+    def boxes_by(timed: bool) -> dict[int, list[tuple[Box, Track]]]:
+        def at(index: int, t: float) -> int:
+            return time_slot(t, info.fps) if timed else index
+
+        hold = max(1, samples_spacing([at(i, t) for i, t in samples]) // 2)
+        out: dict[int, list[tuple[Box, Track]]] = {}
+        for tid, items in per_track.items():
+            frames = [at(i, t) for i, t, _ in items]
+            boxes = [b for _, _, b in items]
+            for f, b in tracking.interpolate(frames, boxes, hold=hold).items():
+                out.setdefault(f, []).append((b, by_id[tid]))
+        return out
+
+    boxes_at: dict[int, list[tuple[Box, Track]]] | None = None
+    timed = True
+    slot = -1
     w, h, scale = even_size(info.width, info.height, options.annotate_max_side)
     total = max(1, info.frame_count)
     with H264Writer(output_video, info.fps, w, h, preset=options.preset) as writer:
-        for i, _t, frame in iter_raw_frames(path):
+        for i, t, frame in iter_raw_frames(path):
+            if boxes_at is None:
+                timed = frame.pts is not None
+                boxes_at = boxes_by(timed)
+            has_time = timed and frame.pts is not None
+            # A frame without a timestamp in a timed clip: drawn like the one before it.
+            slot = time_slot(t, info.fps) if has_time else (slot if timed else i)
+            when = t if has_time else None
             rotation = int(frame.rotation or 0) % 360
             if rotation == 0 and frame.width == w and frame.height == h:
                 # The common case: draw on the decoder's own YUV planes. Converting every
                 # frame to RGB and back cost about 1.8 s of a 10 s 720p clip's 2.7 s render.
                 yuv = frame.to_ndarray(format="yuv420p")
-                for box, track in boxes_at.get(i, []):
+                for box, track in boxes_at.get(slot, []):
                     _draw_yuv(yuv, w, h, _layout(box, track, scale, h, w, threshold))
-                writer.write_yuv(yuv)
+                writer.write_yuv(yuv, when)
             else:  # rotated, odd-sized or downscaled frames go through RGB
                 img = upright(frame.to_ndarray(format="rgb24"), rotation)
                 if img.shape[1] != w or img.shape[0] != h:
                     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-                for box, track in boxes_at.get(i, []):
+                for box, track in boxes_at.get(slot, []):
                     _paint(img, _layout(box, track, scale, h, w, threshold))
-                writer.write(img)
+                writer.write(img, when)
             if i % 10 == 0:
                 progress("rendering", i / total)
     progress("rendering", 1.0)

@@ -330,7 +330,14 @@ def yuv_planes(yuv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ..
 
 
 class H264Writer:
-    """Writes an H.264 (yuv420p, +faststart) MP4 that browsers play."""
+    """Writes an H.264 (yuv420p, +faststart) MP4 that browsers play.
+
+    A frame written with its source `time` (seconds from the start of the clip) is
+    shown at that time, so the output keeps a variable-rate clip's timing and a page
+    can seek it by the source's times; frames written without one follow at `fps`.
+    """
+
+    TICKS = 90_000  # the encoder's clock, per second: fine enough for any frame rate
 
     def __init__(
         self,
@@ -345,6 +352,7 @@ class H264Writer:
         self.height = height - height % 2
         self.path = Path(path)
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._rate = rate
         self._container = av.open(
             str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
         )
@@ -353,18 +361,41 @@ class H264Writer:
         self._stream.height = self.height
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"preset": preset, "crf": str(crf)}
+        self._time_base = Fraction(1, self.TICKS)
+        self._stream.codec_context.time_base = self._time_base
+        self._stream.time_base = self._time_base
+        self._last_pts: int | None = None
         self.frames = 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, time: float | None = None) -> None:
         if rgb.shape[0] != self.height or rgb.shape[1] != self.width:
             rgb = rgb[: self.height, : self.width]
-        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._encode(frame, time)
 
-    def write_yuv(self, yuv: np.ndarray) -> None:
+    def write_yuv(self, yuv: np.ndarray, time: float | None = None) -> None:
         """A packed yuv420p frame of exactly the writer's size: no colour conversion."""
-        self._encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p"))
+        self._encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p"), time)
 
-    def _encode(self, frame: av.VideoFrame) -> None:
+    def _at(self, n: int) -> int:
+        """Where frame `n` of a constant-rate clip starts, in ticks."""
+        return round(n * self.TICKS / self._rate)
+
+    def _pts(self, time: float | None) -> int:
+        if time is not None:
+            pts = round(max(0.0, time) * self.TICKS)
+        elif self._last_pts is None:
+            pts = 0
+        else:  # one frame after the last, however that one was timed
+            pts = self._last_pts + self._at(self.frames) - self._at(self.frames - 1)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # timestamps must increase: two frames met on one tick
+        self._last_pts = pts
+        return pts
+
+    def _encode(self, frame: av.VideoFrame, time: float | None) -> None:
+        frame.pts = self._pts(time)
+        frame.time_base = self._time_base
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1

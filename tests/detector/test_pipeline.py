@@ -259,3 +259,115 @@ def test_detectors_are_built_once_per_process_and_never_lent_twice_at_once():
         assert [b.to_list() for b in det.detect(astronaut())] == [
             b.to_list() for b in FaceDetector().detect(astronaut())
         ]
+
+
+SPEED = 120  # px per second: the astronaut's drift in the variable-rate clip
+
+
+def vfr_clip(path, fast: int = 40, slow: int = 20):
+    """The astronaut drifting right at SPEED px/s, her place a function of time: `fast`
+    frames at 50 fps, then `slow` at 12.5 fps (as phones record), timed in ms."""
+    from fractions import Fraction
+
+    import av
+
+    src = astronaut()
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=Fraction(25))
+    stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+    stream.codec_context.time_base = Fraction(1, 1000)
+    ms = 0
+    for i in range(fast + slow):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        dx = round(SPEED * ms / 1000)
+        w = min(512, 640 - dx)
+        canvas[:, dx : dx + w] = src[:480, :w]
+        frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+        frame.pts, frame.time_base = ms, Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        ms += 20 if i < fast else 80
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def decoded(path) -> list[tuple[float, np.ndarray]]:
+    from detector.video import iter_frames
+
+    return [(t, img) for _, t, img in iter_frames(path)]
+
+
+@pytest.mark.parametrize("seek", [True, False], ids=["seeking", "sequential"])
+def test_it_boxes_a_variable_rate_clip_where_the_face_is_and_keeps_its_timing(
+    tmp_path, tiny_bundle, monkeypatch, seek
+):
+    import detector.video as video
+    from detector.pipeline import AMBER, GREEN, RED
+
+    clip = vfr_clip(tmp_path / "vfr.mp4")
+    if seek:  # long clips are sampled by seeking, and samples numbered by time
+        monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", 10)
+    out = tmp_path / "vfr-out.mp4"
+    report = analyse_video(clip, tiny_bundle, Options(frames=6), output_video=out)
+    assert len(report.tracks) == 1 and all(len(f.faces) == 1 for f in report.frames)
+    source, annotated = decoded(clip), decoded(out)
+    # Samples found by seeking are numbered by time, not by their place in decode order.
+    position = {round(t, 3): k for k, (t, _) in enumerate(source)}
+    numbered = [f.index == position[round(f.time, 3)] for f in report.frames]
+    assert not all(numbered) if seek else all(numbered)
+
+    # (ii) Each frame is shown at its source time, which the result page seeks to.
+    assert len(annotated) == len(source) == 60
+    for (ts, _), (ta, _) in zip(source, annotated, strict=True):
+        assert abs(ta - ts) < 0.01, f"source frame at {ts:.2f} s shown at {ta:.2f} s"
+
+    # (i) Between the first and the last sample, every frame has the box where the face
+    # is at that frame's time (the face's left edge moves by SPEED px/s).
+    colour = np.array({"fake": RED, "real": GREEN}.get(report.tracks[0].label, AMBER))
+    offset = np.median([f.faces[0].box[0] - SPEED * f.time for f in report.frames])
+    first, last = report.frames[0].time, report.frames[-1].time
+    checked = 0
+    for (t, before), (_, after) in zip(source, annotated, strict=True):
+        if not first <= t <= last:
+            continue
+        # Box pixels: the track's colour in the output, not in the source (the photo
+        # has red in it).
+        near = np.abs(after.astype(int) - colour).sum(axis=2) < 60
+        drawn = near & (np.abs(before.astype(int) - colour).sum(axis=2) >= 60)
+        columns = np.flatnonzero(drawn.sum(axis=0) > 40)  # the box's upright edges
+        assert columns.size, f"no box drawn on the frame at {t:.2f} s"
+        expected = offset + SPEED * t
+        assert abs(columns[0] - expected) < 14, (
+            f"box at x={columns[0]} on the frame at {t:.2f} s; the face is at x={expected:.0f}"
+        )
+        checked += 1
+    assert checked > 30
+
+
+def test_the_writer_shows_frames_at_their_times_or_at_its_rate(tmp_path):
+    import av
+
+    from detector.video import H264Writer
+
+    def written(times: list[float | None]) -> tuple[list[float], float]:
+        out = tmp_path / "w.mp4"
+        with H264Writer(out, 25, 64, 48) as writer:
+            for k, t in enumerate(times):
+                writer.write(np.full((48, 64, 3), k * 20, np.uint8), t)
+        with av.open(str(out)) as c:
+            s = c.streams.video[0]
+            assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+            shown = [float(f.pts * s.time_base) for f in c.decode(s)]
+            duration = float(s.duration * s.time_base)
+        assert out.read_bytes().index(b"moov") < out.read_bytes().index(b"mdat")
+        return shown, duration
+
+    # Untimed: one frame every 1/25 s, as before, the last lasting one frame too.
+    shown, duration = written([None] * 10)
+    assert shown == pytest.approx([k / 25 for k in range(10)]) and duration == pytest.approx(0.4)
+    # Timed: at the given times; two on one time are kept apart by a tick; an untimed
+    # frame follows the last one at the writer's rate.
+    shown, _ = written([0.0, 0.5, 0.5, 1.25, None])
+    assert shown == pytest.approx([0.0, 0.5, 0.5 + 1 / 90_000, 1.25, 1.29], abs=1e-6)
