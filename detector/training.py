@@ -49,6 +49,9 @@ class Item:
     source: str  # e.g. "faces:mesonet" or "ffpp:Deepfakes"
     group: str  # items of one group (one video) never straddle splits
     kind: str = "image"  # image | video
+    # The clip a face counts as for video-level scores and the intervals' resampling
+    # (faces of one clip are not independent evidence); None: its own file.
+    clip: str | None = None
 
 
 # ---- sources ---------------------------------------------------------------------------
@@ -108,7 +111,9 @@ def folder_items(
         for p in files:
             group = f"{name}/{keys[p] if group_by == 'video' and p in keys else p.stem}"
             if p in keys:
-                items.append(Item(str(p), label, f"faces:{name}", group))
+                # Frames of one video count as one clip; "file": each image is its own.
+                clip = f"{name}/{label_name}/{keys[p]}" if group_by == "video" else None
+                items.append(Item(str(p), label, f"faces:{name}", group, clip=clip))
             else:
                 items.append(Item(str(p), label, f"clips:{name}", group, "video"))
     if not items:
@@ -172,8 +177,10 @@ def csv_items(csv_path: str | Path) -> list[Item]:
                 raise ValueError(f"{csv_path}: label {row[1]!r} must be real/fake or 0/1")
             kind = "video" if p.suffix.lower() in VIDEO_EXTS else "image"
             group = row[2].strip() if len(row) > 2 else ""
+            # Images of one group are frames of one video (or photos of one person).
+            clip = f"csv/{('real', 'fake')[label]}/{group}" if group and kind == "image" else None
             items.append(
-                Item(str(p), label, f"csv:{csv_path.stem}", f"csv/{group or p.stem}", kind)
+                Item(str(p), label, f"csv:{csv_path.stem}", f"csv/{group or p.stem}", kind, clip)
             )
     return items
 
@@ -240,7 +247,7 @@ def extract_faces(
         ys.append(it.label)
         srcs.append(it.source)
         groups.append(it.group)
-        videos.append(it.path)
+        videos.append(it.clip or it.path)
 
     for n, it in enumerate(items):
         try:

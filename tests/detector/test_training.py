@@ -337,11 +337,45 @@ def test_frames_of_one_video_and_photos_of_one_person_share_a_split(tmp_path):
         (cip / "real" / f"real_{i:05d}.jpg").write_bytes(b"")
     assert len({it.group for it in training.folder_items(cip, group_by="video")}) == 3
 
+    # A video's frames also count as one clip (video-level rows, interval resampling);
+    # each label's own: the real frames of video 100 and its fake frames are two clips.
+    clips = {
+        Path(it.path).relative_to(root).as_posix(): it.clip
+        for it in training.folder_items(root, group_by="video")
+    }
+    assert clips["real/100_0.jpg"] == clips["real/100_112.jpg"] == "mix/real/100"
+    assert clips["fake/100_5.png"] == "mix/fake/100" and clips["fake/clip_3.mp4"] is None
+
     # The default is one group per file, as the shipped model's splits were drawn.
     plain = groups(training.folder_items(root))
     assert plain["real/100_0.jpg"] == "mix/100_0" and plain["real/vid9/0001.jpg"] == "mix/0001"
     with pytest.raises(ValueError, match="group_by"):
         training.folder_items(root, group_by="person")
+
+
+def test_frames_of_one_video_are_one_clip_for_the_video_level_scores(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for label, names in {"real": ["100_0", "100_1", "7_0"], "fake": ["100_2", "8_0"]}.items():
+        (tmp_path / label).mkdir()
+        for n in names:
+            cv2.imwrite(
+                str(tmp_path / label / f"{n}.png"), rng.integers(0, 255, (80, 80, 3), np.uint8)
+            )
+    items = training.folder_items(tmp_path, "m", group_by="video")
+    faces = training.extract_faces(items, 71, detect_images=False)
+    assert sorted(set(faces.video_ids.tolist())) == [
+        "m/fake/100",
+        "m/fake/8",
+        "m/real/100",
+        "m/real/7",
+    ]
+    result = training.evaluate_scores(faces, np.linspace(0.1, 0.9, len(faces)), 0.5)
+    assert result["frame"]["n"] == 5 and result["video"]["n"] == 4
+    # Each file its own clip by default.
+    plain = training.extract_faces(training.folder_items(tmp_path, "m"), 71, detect_images=False)
+    assert len(set(plain.video_ids.tolist())) == 5
 
 
 def test_a_csv_can_name_the_group_of_each_row(tmp_path):
@@ -356,6 +390,7 @@ def test_a_csv_can_name_the_group_of_each_row(tmp_path):
     items = training.csv_items(csv_file)
     assert [it.group for it in items] == ["csv/alice", "csv/alice", "csv/0007", "csv/clip"]
     assert [it.label for it in items] == [0, 1, 0, 1]
+    assert [it.clip for it in items] == ["csv/real/alice", "csv/fake/alice", None, None]
     assert items[0].path == str(tmp_path / "a" / "0001.jpg") and items[3].kind == "video"
     # path,label rows without a header still read, one group per row.
     csv_file.write_text("x.jpg,fake\ny.jpg,real\n")
