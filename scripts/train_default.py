@@ -257,7 +257,8 @@ def train_and_save(
         seed=args.seed,
         average_every=args.average_every,
         extra={
-            "stage": 2,
+            # Stage 1 is the baseline (scripts/train_baseline.py); each fine-tune is one more.
+            "stage": int(parent.meta.training.get("stage", 1)) + 1,
             "parent_version": parent.meta.version,
             "parent_input_size": parent.input_size,
             "sources": sorted(set(train_set.sources.tolist())),
