@@ -264,7 +264,9 @@ def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFra
 
 
 def _decode_at(container, stream, target_pts: int, slack: int) -> av.VideoFrame | None:
-    """The first frame at the target or after it, decoded from the keyframe before it.
+    """The first frame at the target or after it, decoded from the keyframe before it;
+    the clip's last frame when the target lies past it (a frame count estimated from a
+    container duration that an audio track outlasts).
 
     None when that stretch of the clip is damaged. Raises _SeekMissed when the seek
     lands past the target or where nothing decodes, as MPEG-TS does: it seeks to
@@ -274,6 +276,7 @@ def _decode_at(container, stream, target_pts: int, slack: int) -> av.VideoFrame 
         container.seek(target_pts, stream=stream, backward=True, any_frame=False)
     except av.error.FFmpegError as exc:
         raise _SeekMissed from exc
+    last = None
     try:
         for k, frame in enumerate(container.decode(stream)):
             if frame.pts is None:
@@ -282,9 +285,12 @@ def _decode_at(container, stream, target_pts: int, slack: int) -> av.VideoFrame 
                 raise _SeekMissed
             if frame.pts >= target_pts - slack:
                 return frame
+            last = frame
     except av.error.FFmpegError:
         return None
-    raise _SeekMissed
+    if last is None:
+        raise _SeekMissed
+    return last
 
 
 def _frame_time(frame: av.VideoFrame, start: int, time_base, default: float = 0.0) -> float:

@@ -138,6 +138,39 @@ def test_it_samples_long_clips_at_the_wanted_frames(tmp_path, monkeypatch, ext, 
     assert len(passes) == (1 if ext == "ts" else 0)
 
 
+def test_a_frame_count_past_the_video_end_keeps_seeking(tmp_path, monkeypatch):
+    """An MKV's duration is the container's, which an audio track can outlast: the frame
+    count then runs past the last frame. The samples past it take the last frame; the clip
+    is not decoded again in one pass as if it could not seek."""
+    path = tmp_path / "audio-longer.mkv"
+    c = av.open(str(path), "w", format="matroska")
+    v = c.add_stream("libx264", rate=Fraction(25))
+    v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
+    v.options = {"x264-params": "keyint=30:min-keyint=30:scenecut=0"}
+    a = c.add_stream("aac", rate=16000)
+    for i in range(120):
+        img = np.full((120, 160, 3), 2 * i, np.uint8)
+        c.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+    c.mux(v.encode())
+    for k in range(int(7.0 * 16000 / 1024)):  # 7 s of silence against 4.8 s of video
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        frame.sample_rate, frame.pts = 16000, k * 1024
+        c.mux(a.encode(frame))
+    c.mux(a.encode())
+    c.close()
+    monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", 50)
+    passes = []
+    sequential = video._sample_sequential
+    monkeypatch.setattr(video, "_sample_sequential", lambda *a: passes.append(1) or sequential(*a))
+    info = video.probe(path)
+    assert info.frame_count > 150  # the container's duration, not the video's
+    samples = video.sample_frames(path, info, 8)
+    assert passes == []
+    assert samples[-1].index == 119 and len(samples) >= 5
+    early = [i for i in video.sample_indices(info.frame_count, 8) if i < 120]
+    assert [s.index for s in samples[: len(early)]] == early
+
+
 @pytest.mark.parametrize("threshold", [900, 10], ids=["sequential", "seeking"])
 def test_it_times_frames_from_the_start_of_the_clip(tmp_path, monkeypatch, threshold):
     # A recording whose clock reads one hour at its first frame.
