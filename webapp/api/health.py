@@ -72,9 +72,18 @@ def _model() -> dict:
         return {"ok": False, "error": type(exc).__name__}
 
 
+def _is_staff(request: HttpRequest) -> bool:
+    """Whether the caller is signed-in staff. Reading the session needs the database: when
+    that is down the answer must still be the 503 report, not a 500."""
+    try:
+        return bool(request.user.is_authenticated and request.user.is_staff)
+    except Exception:  # noqa: BLE001 - the database check above already says what failed
+        return False
+
+
 def health(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database(), "redis": _redis(), "workers": _workers(), "model": _model()}
-    if not (request.user.is_authenticated and request.user.is_staff):
+    if not _is_staff(request):
         checks["workers"].pop("names", None)
     ok = all(c["ok"] for c in checks.values())
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
