@@ -114,12 +114,14 @@ def test_it_serves_byte_ranges_so_the_player_can_seek(alice_client, alice):
     # An open-ended range runs to the end; a whole request gets everything.
     resp = alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=1000-")
     assert resp["Content-Range"] == "bytes 1000-1023/1024"
+    assert b"".join(resp.streaming_content) == (bytes(range(256)) * 4)[1000:]
     resp = alice_client.get(f"/analyses/{a.id}/video/")
     assert (
         resp.status_code == 200
         and resp["Accept-Ranges"] == "bytes"
         and resp["Content-Type"] == "video/mp4"
     )
+    assert len(b"".join(resp.streaming_content)) == 1024
     # An unsatisfiable range says so.
     assert alice_client.get(f"/analyses/{a.id}/video/", HTTP_RANGE="bytes=5000-").status_code == 416
 
@@ -160,6 +162,39 @@ def test_under_asgi_files_stream_chunk_by_chunk_not_read_whole_first():
     assert not sync.is_async and b"".join(sync.streaming_content) == data
 
 
+def test_a_download_nobody_read_closes_its_file_when_the_response_closes():
+    """A player that asks for a range and goes away before the first byte: the server
+    closes the response, and the file must close with it, under WSGI and ASGI alike."""
+    import os
+
+    from django.core.files.storage import default_storage
+    from django.test import AsyncRequestFactory, RequestFactory
+
+    from webapp.analyses.media import serve_file
+
+    name = default_storage.save("results/t/unread.bin", ContentFile(b"x" * 1000))
+    path = os.path.realpath(default_storage.path(name))
+
+    def open_fds() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if _fd_target(fd) == path)
+
+    for factory in (RequestFactory(), AsyncRequestFactory()):
+        resp = serve_file(factory.get("/", headers={"Range": "bytes=10-"}), name, "video/mp4")
+        assert resp.status_code == 206 and open_fds() == 1
+        resp.close()
+        assert open_fds() == 0, type(factory).__name__
+
+
+def _fd_target(fd: str) -> str:
+    import os
+
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
 def test_a_file_the_row_names_but_storage_lost_is_a_404_not_a_500(alice_client, alice):
     a = make_analysis(alice, status=Status.DONE)
     a.annotated.save("annotated.mp4", ContentFile(b"video"))
@@ -175,6 +210,8 @@ def test_it_downloads_the_original_as_an_attachment_never_inline(alice_client, a
     assert resp["Content-Type"] == "application/octet-stream"
     assert resp["Content-Disposition"].startswith("attachment")
     assert resp["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(resp.streaming_content) == a.original.open("rb").read()
+    a.original.close()
 
 
 def test_it_deletes_an_analysis_and_its_files(alice_client, alice, settings):

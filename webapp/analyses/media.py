@@ -50,6 +50,28 @@ async def _aiter(fh, start: int, length: int) -> AsyncIterator[bytes]:
         await sync_to_async(fh.close, thread_sensitive=False)()
 
 
+class _Body:
+    """A byte range of an open file as a response body. Django calls `close()` when it is
+    done with the response, which closes the file even if no byte was ever read (a client
+    that went away first), where a generator left unstarted would keep it open."""
+
+    def __init__(self, fh, start: int, length: int) -> None:
+        self.fh, self.start, self.length = fh, start, length
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class _SyncBody(_Body):
+    def __iter__(self) -> Iterator[bytes]:
+        return _iter(self.fh, self.start, self.length)
+
+
+class _AsyncBody(_Body):
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _aiter(self.fh, self.start, self.length)
+
+
 def serve_file(
     request: HttpRequest,
     field: FieldFile | str,
@@ -90,7 +112,7 @@ def serve_file(
         fh = storage.open(name, "rb")
     except FileNotFoundError:
         return HttpResponse(status=404)
-    body = (_aiter if isinstance(request, ASGIRequest) else _iter)(fh, start, length)
+    body = (_AsyncBody if isinstance(request, ASGIRequest) else _SyncBody)(fh, start, length)
     resp = StreamingHttpResponse(body, status=status, content_type=content_type)
     resp["Content-Length"] = str(length)
     resp["Accept-Ranges"] = "bytes"
