@@ -154,3 +154,82 @@ def test_health_answers_a_signed_in_caller_when_the_session_store_is_down(
     # The JSON report, not a 500 page: a staff browser open on it during an outage.
     assert resp.status_code in (200, 503) and resp.json()["database"]["ok"] is True
     assert "names" not in resp.json()["workers"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_uploads_cannot_both_take_the_last_place_in_the_queue(
+    settings, astro_clip, django_user_model, monkeypatch
+):
+    """Two uploads from one user arrive together with one place left: one is queued, the
+    other refused. Storing a clip takes time (here 0.3 s, as for a large file), and a
+    count taken before it is stale by the time the row is inserted."""
+    import threading
+    import time
+
+    from django.core.files.storage import FileSystemStorage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import connection
+
+    from webapp.analyses.models import Analysis
+    from webapp.analyses.submit import create_analysis
+    from webapp.analyses.validation import RejectedUpload
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the lock under test is PostgreSQL's; SQLite serialises writers")
+    settings.VERITY_MAX_QUEUED_PER_USER = 1
+    user = django_user_model.objects.create_user("eve", password="pw-12345678")
+    other = django_user_model.objects.create_user("fay", password="pw-12345678")
+    real_save = FileSystemStorage._save
+
+    def slow_save(self, name, content):  # the disk: slow, as for a large upload
+        time.sleep(0.3)
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", slow_save)
+    start = threading.Barrier(3)
+    outcomes: list[str] = []
+
+    def upload(owner) -> None:
+        start.wait()
+        try:
+            create_analysis(owner, SimpleUploadedFile("c.mp4", astro_clip.read_bytes()))
+            outcomes.append(f"{owner.username} queued")
+        except RejectedUpload as exc:
+            outcomes.append(f"{owner.username} refused: {exc}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=upload, args=(u,)) for u in (user, user, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert Analysis.objects.filter(owner=user).count() == 1, outcomes
+    assert sorted(o.split(":")[0] for o in outcomes) == ["eve queued", "eve refused", "fay queued"]
+    assert Analysis.objects.filter(owner=other).count() == 1
+
+
+def test_a_second_rerun_of_the_same_analysis_leaves_the_queued_job_and_its_files_alone(
+    django_user_model,
+):
+    """Two clicks on "re-run": the second request read the row before the first queued it.
+    It must be refused without deleting anything the queued job owns."""
+    from django.core.files.base import ContentFile
+
+    from tests.webapp.conftest import make_analysis
+    from webapp.analyses.models import Analysis, Status
+    from webapp.analyses.submit import rerun_analysis
+    from webapp.analyses.validation import RejectedUpload
+
+    user = django_user_model.objects.create_user("gus", password="pw-12345678")
+    done = make_analysis(user, status=Status.DONE)
+    stale = Analysis.objects.get(pk=done.pk)  # what the second request read
+    rerun_analysis(done)
+    done.refresh_from_db()
+    assert done.status == Status.QUEUED
+    # The queued job's worker has started writing its results.
+    done.annotated.save("annotated.mp4", ContentFile(b"new"), save=True)
+    with pytest.raises(RejectedUpload, match="Only a finished analysis"):
+        rerun_analysis(stale)
+    done.refresh_from_db()
+    assert done.status == Status.QUEUED and done.annotated.storage.exists(done.annotated.name)

@@ -44,8 +44,10 @@ def create_analysis(user, upload: UploadedFile, min_face: int | None = None) -> 
     """Validate, store and enqueue. Raises RejectedUpload with a message for people.
     `min_face`: see parse_min_face."""
     validate_upload(upload.file, upload.size or 0, settings.VERITY_MAX_UPLOAD_BYTES)
-    check_queue_limit(user)
     with transaction.atomic():
+        # Count and insert under the owner's lock: two parallel uploads cannot both see
+        # room for one more.
+        check_queue_limit(user)
         analysis = Analysis(
             owner=user,
             original_name=safe_display_name(upload.name or "upload"),
@@ -63,9 +65,34 @@ def create_analysis(user, upload: UploadedFile, min_face: int | None = None) -> 
     return analysis
 
 
+# The first key of the PostgreSQL advisory locks that serialise one owner's submissions.
+QUEUE_LOCK_NAMESPACE = 0x5645  # "VE"
+
+
+def lock_owner(user) -> None:
+    """Hold the owner's submission lock until the transaction ends. PostgreSQL: an advisory
+    lock, which blocks only this user's other submissions (not sign-ins, which update the
+    user's row). Other databases: a row lock on the user, where the backend has them."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                # Two int4 keys; a user id past 2**31 shares a lock with another, which
+                # only makes their submissions wait for each other.
+                "SELECT pg_advisory_xact_lock(%s::integer, %s::integer)",
+                [QUEUE_LOCK_NAMESPACE, int(user.pk) % 2**31],
+            )
+    else:
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk))
+
+
 def check_queue_limit(user) -> None:
     """Refuse one more queued job for a user who has VERITY_MAX_QUEUED_PER_USER waiting or
-    running (uploads and re-runs alike)."""
+    running (uploads and re-runs alike). Call it inside the transaction that adds the job:
+    it takes the owner's lock first."""
+    lock_owner(user)
     active = Analysis.objects.filter(owner=user, status__in=ACTIVE).count()
     if active >= settings.VERITY_MAX_QUEUED_PER_USER:
         raise RejectedUpload(
@@ -115,9 +142,15 @@ def rerun_analysis(analysis: Analysis) -> None:
 
     if analysis.status not in FINISHED:
         raise RejectedUpload("Only a finished analysis can be re-run.")
-    check_queue_limit(analysis.owner)
-    analysis.delete_result_files()
     with transaction.atomic():
+        check_queue_limit(analysis.owner)
+        # Under the lock, and holding the row: a second re-run of the same analysis that
+        # waited for the first finds it queued, and leaves its files alone.
+        held = Analysis.objects.select_for_update().filter(pk=analysis.pk, status__in=FINISHED)
+        if not list(held.values_list("pk", flat=True)):
+            raise RejectedUpload("Only a finished analysis can be re-run.")
+        # Old results go before the job can be sent (on commit), and only once it fits.
+        analysis.delete_result_files()
         if not analysis.transition(
             FINISHED,
             Status.QUEUED,
