@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
 from tests.webapp.conftest import make_analysis
 from webapp.analyses import services, submit
@@ -325,6 +326,46 @@ def test_a_worker_that_lost_its_job_leaves_the_new_holders_results_alone(
     c.force_login(owner)
     for path in ("video/", "thumbnail.jpg", "faces/0.jpg"):
         assert c.get(f"/analyses/{a.id}/{path}").status_code == 200, path
+
+
+def test_a_worker_that_lost_its_job_while_saving_leaves_the_new_holders_face_strips(
+    owner, astro_clip, tiny_model_dir, monkeypatch
+):
+    """The narrowest window: the first worker checked that it still held the job, and
+    loses it while storing its images. Its strips must neither replace the new holder's
+    nor take them away when it deletes what it wrote."""
+    from django.test import Client
+
+    a = make_analysis(owner, astro_clip.read_bytes())
+    real_save_images = services._save_images
+    calls: list[str] = []
+
+    def save_images(analysis, artifacts, lease, written):
+        calls.append(lease)
+        if len(calls) == 1:  # the first worker, about to save: a second one finishes
+            Analysis.objects.filter(id=a.id).update(status=Status.QUEUED)
+            assert services.execute_analysis(str(a.id)) == Status.DONE
+            holder = Analysis.objects.get(id=a.id)
+            kept["strip"] = holder.track_crop_name(0)
+            with default_storage.open(kept["strip"], "rb") as fh:
+                kept["bytes"] = fh.read()
+            # The first worker's strip differs (say, another frame sample).
+            artifacts.track_crops[0] = [c[:, ::-1].copy() for c in artifacts.track_crops[0]]
+        real_save_images(analysis, artifacts, lease, written)
+
+    kept: dict = {}
+    monkeypatch.setattr(services, "_save_images", save_images)
+    assert services.execute_analysis(str(a.id)) == Status.DONE
+    a.refresh_from_db()
+    assert len(calls) == 2 and a.lease == calls[1] != calls[0]
+    assert a.transitions.filter(new="done").count() == 1
+    c = Client()
+    c.force_login(owner)
+    resp = c.get(f"/analyses/{a.id}/faces/0.jpg")
+    assert resp.status_code == 200 and b"".join(resp.streaming_content) == kept["bytes"]
+    # Nothing of the first worker's is left behind either.
+    _dirs, files = default_storage.listdir(f"results/{owner.id}/{a.id}/")
+    assert not [f for f in files if calls[0] in f]
 
 
 def test_a_worker_that_lost_its_job_cannot_finish_it_under_the_new_holder(

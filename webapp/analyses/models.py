@@ -127,8 +127,14 @@ class Analysis(JobRow):
         for name in files:
             default_storage.delete(prefix + name)
 
-    def track_crop_name(self, track_id: int) -> str:
-        return result_path(self, f"track-{int(track_id)}.jpg")
+    def track_crop_name(self, track_id: int, lease: str | None = None) -> str:
+        """Where a track's face strip is stored: named by the lease of the worker that
+        made it (by default the row's, which is the finishing worker's), so a worker that
+        lost the job midway never overwrites or deletes the new holder's strips. Rows
+        finished before leases existed keep their plain names."""
+        lease = self.lease if lease is None else lease
+        suffix = f"-{lease}" if lease else ""
+        return result_path(self, f"track-{int(track_id)}{suffix}.jpg")
 
     def state(self) -> dict[str, Any]:
         """The public state: the same fields the WebSocket and the REST API carry."""

@@ -153,17 +153,16 @@ def _jpeg(rgb) -> ContentFile:
     return ContentFile(buf.tobytes())
 
 
-def _save_images(analysis: Analysis, artifacts: Artifacts, written: list[str]) -> None:
-    """Save the thumbnail and the face strips, appending each stored name to `written`."""
+def _save_images(analysis: Analysis, artifacts: Artifacts, lease: str, written: list[str]) -> None:
+    """Save the thumbnail and the face strips (named by this worker's lease), appending
+    each stored name to `written`."""
     if artifacts.thumbnail is not None:
         analysis.thumbnail.save("thumbnail.jpg", _jpeg(artifacts.thumbnail), save=False)
         written.append(analysis.thumbnail.name)
     for tid, crops in artifacts.track_crops.items():
         strip = np.concatenate(crops, axis=1)
-        name = analysis.track_crop_name(tid)
-        if default_storage.exists(name):
-            default_storage.delete(name)
-        written.append(default_storage.save(name, _jpeg(strip)))
+        # A fresh lease per claim: the name is free, so storage keeps it as asked.
+        written.append(default_storage.save(analysis.track_crop_name(tid, lease), _jpeg(strip)))
 
 
 def _delete(names: list[str]) -> None:
@@ -252,7 +251,7 @@ def execute_analysis(analysis_id: str) -> str:
             with open(out_video, "rb") as fh:
                 analysis.annotated.save("annotated.mp4", File(fh), save=False)
             written.append(analysis.annotated.name)
-            _save_images(analysis, artifacts, written)
+            _save_images(analysis, artifacts, lease, written)
             done = analysis.transition(
                 Status.RUNNING,
                 Status.DONE,
