@@ -243,6 +243,25 @@ def test_it_filters_and_searches_the_history(alice_client, alice):
     assert "beach.mp4" in body and "Fake 90%" in body
 
 
+def test_the_history_pager_keeps_its_filters_encoded(alice_client, alice):
+    import re
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    name = "a&b #1+2.mp4"
+    for _ in range(21):
+        make_analysis(alice, original_name=name, status=Status.DONE)
+    make_analysis(alice, original_name="other.mp4", status=Status.DONE)
+    body = alice_client.get("/", {"q": "a&b #1+2", "status": "done"}).content.decode()
+    href = unescape(re.search(r'<a href="([^"]+)">Older', body).group(1))
+    # The search text survives the round trip whole: '&', '#' and '+' are encoded.
+    assert parse_qs(urlsplit(href).query) == {"q": ["a&b #1+2"], "status": ["done"], "page": ["2"]}
+    page2 = alice_client.get(href).content.decode()
+    # 21 matches at 20 a page: one row on page 2, and still only the matches.
+    assert "Page 2 of 2" in page2 and page2.count("<tr data-id=") == 1
+    assert "other.mp4" not in page2 and name.replace("&", "&amp;") in page2
+
+
 def test_the_history_claims_no_confidence_for_an_uncertain_verdict(alice):
     def shown(**verdict) -> str:
         return make_analysis(alice, status=Status.DONE, verdict=verdict).verdict_display
