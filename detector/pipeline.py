@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from detector.model import ModelBundle
 from detector.report import Face, FrameResult, Report, Track, Verdict
 from detector.video import (
     H264Writer,
+    SampledFrame,
     even_size,
     iter_raw_frames,
+    iter_samples,
     probe,
-    sample_frames,
+    sample_indices,
     upright,
     yuv_planes,
 )
@@ -85,9 +88,10 @@ def analyse_video(
 ) -> Report:
     """Analyse one clip.
 
-    1. Probe the clip and decode `options.frames` evenly spaced frames.
-    2. Detect faces (dlib) on each, link them into tracks.
-    3. Crop 1.3x squares, classify them in fixed-size batches.
+    1. Probe the clip and decode `options.frames` evenly spaced frames, one at a time.
+    2. Detect faces (dlib) on each as it is decoded, crop 1.3x squares, let the frame go;
+       link the faces into tracks.
+    3. Classify the crops in fixed-size batches.
     4. Aggregate into track and clip verdicts.
     5. If `output_video` is given, render every frame with boxes and labels (H.264).
 
@@ -101,22 +105,30 @@ def analyse_video(
     t = time.perf_counter()
     progress("reading", 0.0)
     info = probe(path)
-    samples = sample_frames(path, info, options.frames)
     timings["read"] = time.perf_counter() - t
     progress("reading", 1.0)
 
-    t = time.perf_counter()
-    detections = _detect_all(samples, detector, options.detector, progress)
-    track_ids = tracking.link(detections)
-    timings["detect"] = time.perf_counter() - t
-
+    # Decoding, detection and cropping stream: each frame is let go once its faces are
+    # cropped, so memory holds a few full frames whatever the clip's size and sample count.
     t = time.perf_counter()
     size = bundle.input_size
-    crops = [
-        square_crop(s.image, box, size)
-        for s, (_, boxes) in zip(samples, detections, strict=True)
-        for box in boxes
-    ]
+    expected = max(1, len(sample_indices(info.frame_count, options.frames)))
+    samples, read_s = _scan(
+        iter_samples(path, info, options.frames),
+        expected,
+        detector,
+        options.detector,
+        size,
+        progress,
+        thumb_height=THUMB_HEIGHT if artifacts is not None else 0,
+    )
+    detections = [(s.index, s.boxes) for s in samples]
+    track_ids = tracking.link(detections)
+    timings["read"] += read_s
+    timings["detect"] = time.perf_counter() - t - read_s
+
+    t = time.perf_counter()
+    crops = [crop for s in samples for crop in s.crops]
     probs = bundle.predict(np.stack(crops)) if crops else np.zeros((0,), np.float32)
     timings["classify"] = time.perf_counter() - t
     progress("classifying", 1.0)
@@ -125,7 +137,8 @@ def analyse_video(
     per_track: dict[int, list[tuple[int, Box, float]]] = {}
     placed: dict[int, list[tuple[int, float, Box]]] = {}  # where the render draws them
     k = 0
-    for s, (_, boxes), ids in zip(samples, detections, track_ids, strict=True):
+    for s, ids in zip(samples, track_ids, strict=True):
+        boxes = s.boxes
         fr = FrameResult(index=s.index, time=round(s.time, 4))
         for box, tid in zip(boxes, ids, strict=True):
             p = float(probs[k])
@@ -178,11 +191,7 @@ def analyse_video(
     )
 
     if artifacts is not None and samples:
-        mid = samples[len(samples) // 2].image
-        th = 180
-        artifacts.thumbnail = cv2.resize(
-            mid, (max(2, round(mid.shape[1] * th / mid.shape[0])), th), interpolation=cv2.INTER_AREA
-        )
+        artifacts.thumbnail = samples[len(samples) // 2].thumbnail
         k = 0
         for ids in track_ids:
             for tid in ids:
@@ -226,41 +235,100 @@ def analyse_video(
     )
 
 
-def _detect_all(
-    samples, detector: FaceDetector | None, mode: str, progress
-) -> list[tuple[int, list[Box]]]:
-    """Detect on every sampled frame, on all cores.
+THUMB_HEIGHT = 180
 
-    dlib releases the GIL, so threads scale (1.8x on 2 cores). Each thread borrows its
-    own detector from the process's pool (`faces.lend`; a caller's own detector is used
-    by one of them); results are identical to a sequential run
-    (tests/detector/test_formats.py checks two people on a frame whose rows PyAV pads,
-    the case that once made dlib's scores wander).
+
+@dataclass
+class _Scanned:
+    """What the pipeline keeps of a sampled frame once its faces are cropped."""
+
+    index: int
+    time: float
+    boxes: list[Box]
+    crops: list[np.ndarray]
+    thumbnail: np.ndarray | None
+
+
+def _thumbnail(rgb: np.ndarray, height: int) -> np.ndarray:
+    width = max(2, round(rgb.shape[1] * height / rgb.shape[0]))
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _scan(
+    samples: Iterator[SampledFrame],
+    expected: int,
+    detector: FaceDetector | None,
+    mode: str,
+    size: int,
+    progress,
+    thumb_height: int = 0,
+) -> tuple[list[_Scanned], float]:
+    """Detect faces on each sampled frame as it is decoded, on all cores, and crop them.
+
+    Returns what is kept of each frame (its boxes, its `size` px crops, a thumbnail when
+    `thumb_height`) and the seconds spent decoding. At most two frames per detecting
+    thread are in flight, so a 4K clip sampled 300 times holds a handful of frames, not
+    300 (`bench/sample_memory.py`).
+
+    dlib releases the GIL, so threads scale (1.8x on 2 cores), and decoding overlaps
+    detection. Each thread borrows its own detector from the process's pool
+    (`faces.lend`; a caller's own detector is used by one of them); results are
+    identical to a sequential run (tests/detector/test_formats.py checks two people on
+    a frame whose rows PyAV pads, the case that once made dlib's scores wander).
     """
-    workers = max(1, min(os.cpu_count() or 1, len(samples)))
+    workers = max(1, min(os.cpu_count() or 1, expected))
     if detector is not None:
         mode = detector.mode
     max_side = detector.max_side if detector is not None else FaceDetector.DEFAULT_MAX_SIDE
     need = workers - (detector is not None)
-    out: list[tuple[int, list[Box]]] = []
+    out: list[_Scanned] = []
+    read_s = 0.0
     with lend(mode, max_side, need) as lent:
         spare: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
         for det in ([detector] if detector is not None else []) + lent:
             spare.put(det)
 
-        def run(sample) -> list[Box]:
+        def run(sample: SampledFrame) -> list[Box]:
             det = spare.get()
             try:
                 return det.detect(sample.image)
             finally:
                 spare.put(det)
 
+        def finish(sample: SampledFrame, boxes: list[Box]) -> None:
+            out.append(
+                _Scanned(
+                    index=sample.index,
+                    time=sample.time,
+                    boxes=boxes,
+                    crops=[square_crop(sample.image, box, size) for box in boxes],
+                    thumbnail=_thumbnail(sample.image, thumb_height) if thumb_height else None,
+                )
+            )
+            # Progress (and with it the cancellation check) from the calling thread only.
+            progress("detecting", len(out) / expected)
+
+        pending: deque[tuple[SampledFrame, Future[list[Box]]]] = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
-            for i, (s, boxes) in enumerate(zip(samples, pool.map(run, samples), strict=True)):
-                out.append((s.index, boxes))
-                # Progress (and with it the cancellation check) from the calling thread only.
-                progress("detecting", (i + 1) / len(samples))
-    return out
+            try:
+                while True:
+                    t = time.perf_counter()
+                    sample = next(samples, None)
+                    read_s += time.perf_counter() - t
+                    if sample is None:
+                        break
+                    pending.append((sample, pool.submit(run, sample)))
+                    if len(pending) >= 2 * workers:
+                        done, fut = pending.popleft()
+                        finish(done, fut.result())
+                while pending:
+                    done, fut = pending.popleft()
+                    finish(done, fut.result())
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
+    progress("detecting", 1.0)
+    return out, read_s
 
 
 def samples_spacing(frames: list[int]) -> int:

@@ -193,30 +193,53 @@ def sample_indices(frame_count: int, n: int) -> list[int]:
 
 
 def sample_frames(path: str | Path, info: VideoInfo, n: int) -> list[SampledFrame]:
-    """Decode about `n` evenly spaced frames.
+    """Decode about `n` evenly spaced frames (all of them held at once: `iter_samples`
+    hands them over one at a time)."""
+    return list(iter_samples(path, info, n))
+
+
+def iter_samples(path: str | Path, info: VideoInfo, n: int) -> Iterator[SampledFrame]:
+    """Decode about `n` evenly spaced frames, yielding each as soon as it is decoded, so
+    that a caller which keeps only what it needs of each (the pipeline keeps the face
+    crops) holds one full frame at a time, not `n`.
 
     Short clips are decoded in one pass, converting only the wanted frames to
     arrays; long clips seek to the keyframe before each sample instead, unless
     the container cannot seek backward (MPEG-TS), which is found on the first
-    seek that lands past its target; those are decoded in one pass too.
+    seek that lands past its target; the rest is then decoded in one pass.
+    Two samples closer than a frame apart land on one frame: it is yielded once.
     """
     wanted = sample_indices(info.frame_count, n)
+    last = -1
     if info.frame_count > SEQUENTIAL_MAX_FRAMES:
         try:
-            return _sample_seeking(path, info, wanted)
+            for s in _sample_seeking(path, info, wanted):
+                if s.index > last:
+                    last = s.index
+                    yield s
+            if last < 0:
+                raise UnreadableVideo("No frame of the video could be decoded.")
+            return
         except _SeekMissed:
-            pass
-    return _sample_sequential(path, wanted)
+            wanted = [i for i in wanted if i > last]
+            if not wanted:
+                return
+    for s in _sample_sequential(path, wanted, last < 0):
+        if s.index > last:
+            last = s.index
+            yield s
 
 
 class _SeekMissed(Exception):
     """A seek landed past its target or on nothing: the container cannot seek backward."""
 
 
-def _sample_sequential(path, wanted: list[int]) -> list[SampledFrame]:
+def _sample_sequential(path, wanted: list[int], any_frame: bool = True) -> Iterator[SampledFrame]:
+    """The wanted frames, in one decoding pass. With `any_frame`, a clip that ends
+    before the first wanted frame (its frame count was overestimated) yields its last."""
     wanted_set = set(wanted)
     last_wanted = wanted[-1] if wanted else -1
-    out: list[SampledFrame] = []
+    yielded = False
     last: tuple[av.VideoFrame, int, float] | None = None
     with _open(path) as container:
         stream = _video_stream(container)
@@ -225,21 +248,20 @@ def _sample_sequential(path, wanted: list[int]) -> list[SampledFrame]:
             for i, frame in enumerate(container.decode(stream)):
                 last = frame, i, _frame_time(frame, start, tb)
                 if i in wanted_set:
-                    out.append(_to_sample(*last))
+                    yielded = True
+                    yield _to_sample(*last)
                 if i >= last_wanted:
                     break
         except av.error.FFmpegError:
             # A clip damaged part-way: keep what decoded; fail only if nothing did.
-            if not out and last is None:
+            if not yielded and last is None:
                 raise UnreadableVideo("The video track could not be decoded.") from None
-    if not out and last is not None:
+    if not yielded and last is not None and any_frame:
         # Frame count was overestimated (a short or VFR clip): use the last frame.
-        out.append(_to_sample(*last))
-    return out
+        yield _to_sample(*last)
 
 
-def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFrame]:
-    out: list[SampledFrame] = []
+def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> Iterator[SampledFrame]:
     with _open(path) as container:
         stream = _video_stream(container)
         tb = stream.time_base
@@ -250,17 +272,7 @@ def _sample_seeking(path, info: VideoInfo, wanted: list[int]) -> list[SampledFra
             frame = _decode_at(container, stream, start + int(target_t / tb), slack)
             if frame is not None:
                 t = _frame_time(frame, start, tb, default=target_t)
-                out.append(_to_sample(frame, round(t * info.fps), t))
-    if not out:
-        raise UnreadableVideo("No frame of the video could be decoded.")
-    # Two samples closer than a frame apart land on one frame: keep one of each.
-    seen: set[int] = set()
-    unique = []
-    for s in out:
-        if s.index not in seen:
-            seen.add(s.index)
-            unique.append(s)
-    return unique
+                yield _to_sample(frame, round(t * info.fps), t)
 
 
 def _decode_at(container, stream, target_pts: int, slack: int) -> av.VideoFrame | None:

@@ -8,7 +8,7 @@ import pytest
 from detector.faces import Box, FaceDetector, square_crop
 from detector.pipeline import Artifacts, Options, analyse_video
 from detector.video import probe, sample_frames, sample_indices
-from tests.media import astronaut, blank_clip, read_all, write_clip
+from tests.media import astronaut, blank_clip, moving_frames, read_all, write_clip
 
 
 def test_it_finds_the_astronaut_face_and_crops_it_square():
@@ -33,6 +33,38 @@ def test_it_clips_the_crop_at_the_frame_edge():
     img = np.zeros((100, 100, 3), np.uint8)
     crop = square_crop(img, Box(70, 70, 100, 100), 64)
     assert crop.shape == (64, 64, 3)
+
+
+def test_it_lets_each_decoded_frame_go_once_its_faces_are_cropped(
+    tmp_path, tiny_bundle, monkeypatch
+):
+    import os
+    import weakref
+
+    import detector.video as video
+
+    clip = write_clip(tmp_path / "c.mp4", moving_frames(48))
+    alive: list[weakref.ref] = []
+    most = 0
+    to_sample = video._to_sample
+
+    def counting(*a):
+        nonlocal most
+        s = to_sample(*a)
+        alive.append(weakref.ref(s.image))
+        most = max(most, sum(r() is not None for r in alive))
+        return s
+
+    monkeypatch.setattr(video, "_to_sample", counting)
+    artifacts = Artifacts()
+    report = analyse_video(clip, tiny_bundle, Options(frames=48, min_face=0), artifacts=artifacts)
+    # Every frame was decoded, detected and kept in the report...
+    assert len(alive) == 48 and len(report.frames) == 48
+    assert all(len(f.faces) == 1 for f in report.frames) and len(artifacts.track_crops[0]) == 4
+    assert artifacts.thumbnail is not None and artifacts.thumbnail.shape[0] == 180
+    # ...but never more than two frames per detecting thread, plus the one being decoded,
+    # were held at once (the whole clip was, before: 48 full frames).
+    assert most <= 2 * min(os.cpu_count() or 1, 48) + 1
 
 
 def test_it_samples_evenly_without_duplicates():
