@@ -37,7 +37,9 @@ from detector.model import ModelBundle
 from detector.sbi import FreshBlends, self_blended_set
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRAIN_FFPP = {"ffpp/183"}  # the union-find group of 183 and 253
+# The sample's two identity groups (union-find over the clips' pairs): {183, 253} and
+# {469, 481}. Every shipped stage trained on the first.
+FFPP_GROUPS = ("ffpp/183", "ffpp/469")
 
 
 def cached(path: Path, make) -> training.FaceSet:
@@ -121,6 +123,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=1337, help="training seed")
     ap.add_argument(
+        "--train-ffpp",
+        choices=FFPP_GROUPS,
+        default="ffpp/183",
+        help="the FaceForensics++ identity group trained on; the other one is held out "
+        "(default ffpp/183, every shipped stage's; ffpp/469 trains the recipe's other fold)",
+    )
+    ap.add_argument(
         "--fresh-sbi",
         action="store_true",
         help="make the training split's self-blends anew every epoch (SBI's own scheme) "
@@ -181,14 +190,14 @@ def main() -> None:
     if args.evaluate_only:
         # Only the held-out sets are needed; the bundle's weights are left untouched.
         bundle = ModelBundle.load(args.out)
-        sets = held_out_sets(work, s, ffpp, lfw_items)
+        sets = held_out_sets(work, s, ffpp, lfw_items, args.train_ffpp)
         if args.against:
             other = ModelBundle.load(args.against)
             # Each bundle scores the same faces, cropped at its own input size.
             other_sets = sets
             if other.input_size != s:
                 t = other.input_size
-                other_sets = held_out_sets(work, t, ffpp_faces(work, t), lfw_items)
+                other_sets = held_out_sets(work, t, ffpp_faces(work, t), lfw_items, args.train_ffpp)
             comparison = compare_held_out(bundle, other, sets, other_sets)
             comparison["false_alarms"] = {
                 "this": false_alarms(bundle, real_face_sets(work, s)),
@@ -213,7 +222,9 @@ def main() -> None:
         return
     bundle, history = train_and_save(args, work, train_set, val_set, t0, fresh)
     bundle = ModelBundle.load(args.out)  # measure what ships
-    everything, all_scores = evaluate_held_out(bundle, held_out_sets(work, s, ffpp, lfw_items))
+    everything, all_scores = evaluate_held_out(
+        bundle, held_out_sets(work, s, ffpp, lfw_items, args.train_ffpp)
+    )
     bundle.meta.metrics["held_out"]["false_alarms"] = false_alarms(bundle, real_face_sets(work, s))
     bundle.save(args.out)
     training.save_curves(history, (everything.y, all_scores), work / "curves")
@@ -288,7 +299,7 @@ def training_pool(
     With --fresh-sbi, the training split's self-blends are left out and made anew each
     epoch from its real faces (the third item); validation keeps the fixed ones."""
     lfw_items = training.folder_items(DATA / "faces" / "lfw", "lfw")
-    ffpp_train = np.isin(ffpp.groups, list(TRAIN_FFPP))
+    ffpp_train = ffpp.groups == args.train_ffpp
     meso = cached(
         Path("var/training/baseline") / f"faces-{s}.npz",
         lambda: training.extract_faces(
@@ -341,11 +352,14 @@ def training_pool(
         pool = training.FaceSet.concat([reals, meso_reals, sbi])
         meso_val = None
 
-    # Validation: MesoNet's held-out files plus 15% of the other groups (by group).
+    # Validation: MesoNet's held-out files plus 15% of the other groups (by group). The
+    # FF++ group trained on always trains: the hash put {183, 253} there, and the other
+    # fold ({469, 481}, which it would put in validation) must mirror that.
     def in_val(groups: np.ndarray) -> np.ndarray:
         return np.array(
             [
                 not (args.mesonet_fakes and g.startswith("mesonet/"))
+                and g != args.train_ffpp
                 and training.split_of(g, seed=3, val=0.15, test=0.0) == "val"
                 for g in groups
             ],
@@ -451,11 +465,11 @@ def ffpp_faces(work: Path, s: int) -> training.FaceSet:
 
 
 def held_out_sets(
-    work: Path, s: int, ffpp: training.FaceSet, lfw_items
+    work: Path, s: int, ffpp: training.FaceSet, lfw_items, train_ffpp: str = FFPP_GROUPS[0]
 ) -> dict[str, training.FaceSet]:
     """The sources no model here trains on, each as one face set. `ffpp` is the whole
-    FaceForensics++ sample at size s; its identities outside TRAIN_FFPP are held out."""
-    ffpp_test = ffpp.subset(~np.isin(ffpp.groups, list(TRAIN_FFPP)))
+    FaceForensics++ sample at size s; its identities outside group `train_ffpp` are held out."""
+    ffpp_test = ffpp.subset(ffpp.groups != train_ffpp)
     pair = cached(
         work / f"ffpp-c23-pair-{s}.npz",
         lambda: training.extract_faces(
