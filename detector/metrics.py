@@ -150,6 +150,44 @@ def auc_difference(
     return out
 
 
+def mean_auc(
+    sets: list[tuple[Any, Any, Any]],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """The mean of the ROC AUCs of independent sets (the folds of a cross-validation, each
+    scored by its own model on its own held-out clips), with a percentile interval.
+
+    `sets` are (labels, scores, clip of each face). Each resample draws every set's clips
+    anew, independently of the others (the sets share no clip), and averages the sets'
+    AUCs; with one set it is `auc_interval`. Returns {"mean", "aucs", "ci"}; "ci" is None
+    when some set has fewer than two clips of a class, or when fewer than 1 resample in 2
+    holds both classes in every set. None when some set lacks a class.
+    """
+    parsed = []
+    for y, s, g in sets:
+        yy = np.asarray(y).astype(int)
+        parsed.append((yy, np.asarray(s, np.float64), _keys(yy, g)))
+    aucs = [_auc_by_ranks(y, s) for y, s, _ in parsed]
+    if any(a is None for a in aucs):
+        return None
+    out: dict[str, Any] = {"mean": float(np.mean(aucs)), "aucs": aucs, "ci": None}
+    if any(_too_few_groups(y, k) for y, _, k in parsed):
+        return out
+    # One generator per set, seeded apart, so each set's draws match auc_interval's.
+    draws = [_resampled_aucs([p], n_boot, seed + i) for i, p in enumerate(parsed)]
+    means = []
+    for _ in range(n_boot):
+        picked = [next(d, None) for d in draws]
+        if any(p is None for p in picked):
+            break
+        means.append(float(np.mean([p[0] for p in picked])))
+    if len(means) >= n_boot / 2:
+        out["ci"] = list(_percentiles(means, level))
+    return out
+
+
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), thresholds descending."""
     y_true = np.asarray(y_true).astype(int)

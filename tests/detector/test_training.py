@@ -219,6 +219,38 @@ def test_it_compares_two_models_on_the_same_clips_with_a_paired_interval():
     assert two["difference"] == 1.0 and two["ci"] is None
 
 
+def test_it_averages_the_aucs_of_folds_with_an_interval_that_resamples_each_fold():
+    from detector.metrics import auc_interval, mean_auc
+
+    rng = np.random.default_rng(2)
+
+    def fold(n_clips: int, signal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clip_y = np.array([0] * (n_clips // 2) + [1] * (n_clips - n_clips // 2))
+        clip_s = rng.random(n_clips) + signal * clip_y
+        return np.repeat(clip_y, 5), np.repeat(clip_s, 5), np.repeat(np.arange(n_clips), 5)
+
+    a, b = fold(12, 0.6), fold(10, 0.1)
+    # The estimate is the plain mean of the folds' AUCs.
+    both = mean_auc([a, b], seed=3)
+    assert both["aucs"] == pytest.approx([roc_auc(a[0], a[1]), roc_auc(b[0], b[1])])
+    assert both["mean"] == pytest.approx((both["aucs"][0] + both["aucs"][1]) / 2)
+    lo, hi = both["ci"]
+    assert lo <= both["mean"] <= hi
+    # One fold alone: its own clip bootstrap, draw for draw.
+    assert mean_auc([a], seed=3)["ci"] == pytest.approx(list(auc_interval(*a, seed=3)))
+    # Averaging two independent folds narrows the interval of either one.
+    a_lo, a_hi = auc_interval(*a, seed=3)
+    b_lo, b_hi = auc_interval(*b, seed=4)
+    assert hi - lo < max(a_hi - a_lo, b_hi - b_lo)
+    # Seeded.
+    assert mean_auc([a, b], seed=3) == both
+    # A fold with one clip of a class: the mean, but no interval; a fold with one class:
+    # nothing.
+    one = ([0, 0, 1, 1], [0.2, 0.4, 0.3, 0.9], ["r", "r", "f", "f"])
+    assert mean_auc([a, one])["ci"] is None and mean_auc([a, one])["mean"] is not None
+    assert mean_auc([a, ([0, 0], [0.1, 0.2], ["r", "s"])]) is None
+
+
 def test_it_chooses_the_threshold_that_separates_the_classes():
     y = np.array([0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
