@@ -119,3 +119,27 @@ def test_a_run_records_the_command_it_was_run_with(train_default, monkeypatch, t
     assert train_default.invocation() == (
         "KERAS_BACKEND=jax PYTHONPATH=. python3 scripts/train_default.py --pool 'a b'"
     )
+
+
+def test_two_folds_scores_each_clip_by_its_mean_and_each_method_against_the_originals():
+    spec = importlib.util.spec_from_file_location("two_folds", SCRIPT.parent / "two_folds.py")
+    two_folds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(two_folds)
+    sources = ["ffpp:original"] * 4 + ["ffpp:Deepfakes"] * 2 + ["ffpp:FaceSwap"] * 2
+    videos = ["o1", "o1", "o2", "o2", "d1", "d1", "s1", "s1"]
+    data = FaceSet(
+        np.zeros((8, 4, 4, 3), np.uint8),
+        np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+        np.array(sources),
+        np.array(["ffpp/469"] * 8),
+        np.array(videos),
+    )
+    scores = np.array([0.1, 0.3, 0.6, 0.8, 0.9, 0.7, 0.2, 0.4])
+    rows = two_folds.fold_rows(data, scores)
+    assert list(rows) == ["per face", "per video", "Deepfakes, per face", "FaceSwap, per face"]
+    vy, vs, clips = rows["per video"]
+    assert clips.tolist() == ["d1", "o1", "o2", "s1"]
+    assert vy.tolist() == [1, 0, 0, 1] and vs == pytest.approx([0.8, 0.2, 0.7, 0.3])
+    y, s, c = rows["FaceSwap, per face"]
+    assert y.tolist() == [0, 0, 0, 0, 1, 1] and s.tolist() == [0.1, 0.3, 0.6, 0.8, 0.2, 0.4]
+    assert c.tolist() == ["o1", "o1", "o2", "o2", "s1", "s1"]
