@@ -950,23 +950,33 @@ def finalize(bundle: ModelBundle, train_set: FaceSet, val_set: FaceSet, seed: in
 # ---- evaluation ------------------------------------------------------------------------
 
 
-def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Frame-level and video-level metrics, overall and per source, each ROC AUC with a
-    95% bootstrap interval."""
-    # Faces of one clip are not independent: AUC intervals resample whole clips.
-    out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold, data.video_ids)}
+def clip_scores(data: FaceSet, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Video-level scores: (label, mean score of its faces, video id) for each clip,
+    ordered by video id."""
     groups: dict[tuple[str, str, int], list[float]] = {}
     for g, src, y, p in zip(
         data.video_ids.tolist(),
         data.sources.tolist(),
         data.y.tolist(),
-        scores.tolist(),
+        np.asarray(scores).tolist(),
         strict=True,
     ):
         groups.setdefault((g, src, y), []).append(p)
-    if any(len(v) > 1 for v in groups.values()):
-        vy = np.array([k[2] for k in groups])
-        vs = np.array([float(np.mean(v)) for v in groups.values()])
+    keys = sorted(groups)
+    return (
+        np.array([k[2] for k in keys], dtype=int),
+        np.array([float(np.mean(groups[k])) for k in keys]),
+        np.array([k[0] for k in keys]),
+    )
+
+
+def evaluate_scores(data: FaceSet, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Frame-level and video-level metrics, overall and per source, each ROC AUC with a
+    95% bootstrap interval."""
+    # Faces of one clip are not independent: AUC intervals resample whole clips.
+    out: dict[str, Any] = {"frame": binary_metrics(data.y, scores, threshold, data.video_ids)}
+    vy, vs, clips = clip_scores(data, scores)
+    if len(clips) < len(data):  # some clip has more than one face
         out["video"] = binary_metrics(vy, vs, threshold)
     per_source = {}
     for src in sorted(set(data.sources.tolist())):

@@ -33,10 +33,7 @@ def fold_rows(data: FaceSet, scores: np.ndarray) -> dict[str, tuple]:
     """(labels, scores, clips) for each row of the table: every face, every clip (mean
     score), and each method against the originals."""
     rows: dict[str, tuple] = {"per face": (data.y, scores, data.video_ids)}
-    clips = sorted(set(data.video_ids.tolist()))
-    vy = np.array([int(data.y[data.video_ids == c][0]) for c in clips])
-    vs = np.array([float(scores[data.video_ids == c].mean()) for c in clips])
-    rows["per video"] = (vy, vs, np.array(clips))
+    rows["per video"] = training.clip_scores(data, scores)
     originals = data.sources == "ffpp:original"
     for method in sorted(set(data.sources.tolist()) - {"ffpp:original"}):
         m = originals | (data.sources == method)
@@ -67,13 +64,24 @@ def main() -> None:
     sizes = {b.input_size for b in bundles.values()}
     if len(sizes) != 1:
         raise SystemExit(f"the two folds' input sizes differ: {sorted(sizes)}")
-    ffpp = train_default.ffpp_faces(Path(args.work), sizes.pop())
+    s = sizes.pop()
+    work = Path(args.work)
+    ffpp = train_default.ffpp_faces(work, s)
+    lfw_items = training.folder_items(train_default.DATA / "faces" / "lfw", "lfw")
     per_fold: dict[str, dict[str, tuple]] = {}
+    manipulations: dict[str, tuple[FaceSet, np.ndarray]] = {}
     for fold, bundle in bundles.items():
-        held = ffpp.subset(ffpp.groups != trained[fold])
-        per_fold[fold] = fold_rows(held, bundle.predict(held.x))
-        n_clips = len(set(held.video_ids.tolist()))
-        print(f"fold {fold}: {bundle.meta.version}, {len(held)} faces of {n_clips} clips")
+        held = train_default.held_out_sets(work, s, ffpp, lfw_items, trained[fold])
+        held.pop("stylegan3_vs_unseen_reals")
+        # Its unseen face manipulations together: its held-out FF++ clips (first), the c23
+        # pair and CIPLab, as in the model card; each face scored once.
+        manip = FaceSet.concat(list(held.values()))
+        scores = bundle.predict(manip.x)
+        manipulations[fold] = (manip, scores)
+        ffpp_held = held["ffpp_c40_unseen_identities"]
+        per_fold[fold] = fold_rows(ffpp_held, scores[: len(ffpp_held)])
+        n_clips = len(set(ffpp_held.video_ids.tolist()))
+        print(f"fold {fold}: {bundle.meta.version}, {len(ffpp_held)} faces of {n_clips} clips")
     out: dict[str, Any] = {}
     print("| FaceForensics++ c40, unseen identities | fold A | fold B | mean of the two (95% CI) |")
     print("|---|---:|---:|---:|")
@@ -83,20 +91,13 @@ def main() -> None:
         b = mean_auc([per_fold["B"][row]])
         out[row] = {"two_folds": r, "fold_a": a, "fold_b": b}
         print(f"| {row} | {fmt(a)} | {fmt(b)} | {fmt(r)} |")
-    # Each fold's unseen face manipulations together (its held-out FF++ clips, the c23 pair
-    # and CIPLab, as in the model card). The last two are the same clips in both folds, so
-    # the folds are not independent here: each is reported on its own, not averaged.
-    lfw_items = training.folder_items(train_default.DATA / "faces" / "lfw", "lfw")
+    # The c23 pair and CIPLab are the same clips in both folds, so the folds are not
+    # independent here: each is reported on its own, not averaged.
     print("\n| fold | unseen face manipulations only, per face (95% CI) |\n|---|---:|")
-    for fold, bundle in bundles.items():
-        held = train_default.held_out_sets(
-            Path(args.work), bundle.input_size, ffpp, lfw_items, trained[fold]
-        )
-        held.pop("stylegan3_vs_unseen_reals")
-        manip = FaceSet.concat(list(held.values()))
-        r = mean_auc([(manip.y, bundle.predict(manip.x), manip.video_ids)])
+    for fold, (manip, scores) in manipulations.items():
+        r = mean_auc([(manip.y, scores, manip.video_ids)])
         out[f"face_manipulations_fold_{fold.lower()}"] = r
-        print(f"| {fold} ({bundle.meta.version}, {len(manip)} faces) | {fmt(r)} |")
+        print(f"| {fold} ({bundles[fold].meta.version}, {len(manip)} faces) | {fmt(r)} |")
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
